@@ -1,0 +1,29 @@
+// pybind11 entry point of dip_kernels._cuda: torch-free, raw device pointers, sizes, strides, dtype codes and the
+// CUDA stream come in as integers (kernels.md §6). Runtime queries let Python fail cleanly without a GPU.
+#include <pybind11/pybind11.h>
+
+#include "common.cuh"
+
+namespace py = pybind11;
+
+namespace {
+
+int device_count() {
+  int n = 0;
+  dip::check_cuda(cudaGetDeviceCount(&n), "cudaGetDeviceCount");
+  return n;
+}
+
+int runtime_version() {
+  int v = 0;
+  dip::check_cuda(cudaRuntimeGetVersion(&v), "cudaRuntimeGetVersion");
+  return v;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_cuda, m) {
+  m.doc() = "dip CUDA kernels (torch-free): see csrc/ and dip_kernels/cuda_ext.py";
+  m.def("device_count", &device_count, "Number of CUDA devices; raises RuntimeError naming the CUDA error.");
+  m.def("runtime_version", &runtime_version, "CUDA runtime version the extension was built with.");
+}

@@ -1,0 +1,174 @@
+"""Load and save DiP weights in the released checkpoint layout (dip-model.md §5).
+
+Accepted inputs: the authors' PyTorch Lightning checkpoint (weights in ``ckpt["state_dict"]`` under
+``denoiser.`` and ``ema_denoiser.``; EMA taken by default), a plain state dict, or either with the two prefixes
+at top level; as ``torch.save`` files or ``.safetensors``. Loading never imports Lightning and never runs code from
+the file: ``torch.load(weights_only=True)``, and where that refuses the file (Lightning's hyper-parameter objects,
+``functools.partial`` …) an unpickler that resolves only torch's weights-only allowlist and replaces every other
+class by an inert stand-in.
+Writes are atomic (temporary file in the same folder, then ``os.replace``).
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+PREFIXES = {"ema": "ema_denoiser.", "raw": "denoiser."}
+
+
+@dataclass
+class LoadReport:
+    """What ``load_weights`` took: the source description, the keys it skipped and the load result."""
+
+    source: str
+    skipped: list = field(default_factory=list)
+    missing: list = field(default_factory=list)
+    unexpected: list = field(default_factory=list)
+
+
+class _Inert(dict):
+    """Stand-in for a class outside the weights-only allowlist: stores what it is given, runs nothing."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+        self.args = args
+
+    def __setstate__(self, state):
+        self.state = state
+
+    def append(self, item):
+        self.setdefault("_items", []).append(item)
+
+    def extend(self, items):
+        self.setdefault("_items", []).extend(items)
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Resolves only the globals of torch's weights-only allowlist; every other class or function the file names
+    (Lightning's ``AttributeDict``, ``functools.partial`` …) becomes an inert ``_Inert`` subclass, so nothing from
+    the file is executed and no foreign package is imported."""
+
+    def find_class(self, module, name):
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        allowed = _get_allowed_globals().get(f"{module}.{name}")
+        return allowed if allowed is not None else type(f"{module}.{name}", (_Inert,), {})
+
+
+class _restricted_pickle:  # the ``pickle_module`` interface torch.load expects
+    Unpickler = _RestrictedUnpickler
+    __name__ = "dip.checkpoint._restricted_pickle"
+
+    @staticmethod
+    def load(file, **kwargs):
+        return _RestrictedUnpickler(file, **kwargs).load()
+
+
+def _torch_load(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" not in str(err):
+            raise
+    # Lightning checkpoints carry non-tensor objects the weights-only unpickler refuses; read them inertly.
+    return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_restricted_pickle)
+
+
+def read_file(path) -> dict:
+    """The dict stored in ``path`` (a ``.safetensors`` file or a ``torch.save`` file), on the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        obj = _torch_load(path)
+    except Exception as err:  # truncated zip, wrong magic, bad safetensors header …
+        raise ValueError(f"{path} is not a readable checkpoint (expected a torch.save or .safetensors file of DiP "
+                         f"weights): {type(err).__name__}: {err}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} holds a {type(obj).__name__}, expected a dict of tensors or a Lightning checkpoint")
+    return obj
+
+
+def extract_state_dict(obj: dict, which: str = "ema") -> tuple[dict, list, str]:
+    """(state dict in the released names, skipped keys, description) from a loaded checkpoint dict.
+
+    ``which``: ``"ema"`` (default) or ``"raw"`` selects ``ema_denoiser.`` or ``denoiser.`` where both exist.
+    """
+    if which not in PREFIXES:
+        raise ValueError(f"which must be 'ema' or 'raw', got {which!r}")
+    lightning = isinstance(obj.get("state_dict"), dict)
+    flat = obj["state_dict"] if lightning else obj
+    tensors = {k: v for k, v in flat.items() if isinstance(v, torch.Tensor)}
+    prefix = PREFIXES[which]
+    if not any(k.startswith(prefix) for k in tensors):
+        prefix = next((p for p in PREFIXES.values() if any(k.startswith(p) for k in tensors)), "")
+    if lightning and not prefix:
+        raise ValueError("Lightning checkpoint has no 'denoiser.' or 'ema_denoiser.' weights")
+    if prefix:
+        state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    else:
+        state = tensors
+    skipped = sorted(k for k in flat if not (k.startswith(prefix) and isinstance(flat[k], torch.Tensor)))
+    kind = "Lightning checkpoint" if lightning else "state dict"
+    if not prefix:
+        return state, skipped, f"{kind} without prefix"
+    note = "" if prefix == PREFIXES[which] else f" ({which} weights requested, the file has only these)"
+    return state, skipped, f"{kind}, weights under {prefix!r}{note}"
+
+
+def load_weights(model: torch.nn.Module, path, *, which: str = "ema", strict: bool = True) -> LoadReport:
+    """Load ``path`` into ``model`` (EMA weights of a Lightning checkpoint by default); returns what was skipped.
+
+    Wrong shapes or, with ``strict``, missing/unexpected keys raise a ``ValueError`` naming them.
+    """
+    state, skipped, source = extract_state_dict(read_file(path), which)
+    try:
+        result = model.load_state_dict(state, strict=strict)
+    except RuntimeError as err:
+        raise ValueError(f"{path} does not match the model ({source}): {err}") from None
+    return LoadReport(source=f"{path}: {source}", skipped=skipped, missing=list(result.missing_keys),
+                      unexpected=list(result.unexpected_keys))
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_weights(path, state: dict, ema_state: dict | None = None) -> None:
+    """Write weights in the released layout, atomically.
+
+    ``state`` alone: a plain state dict (``.safetensors`` or ``torch.save`` by the file suffix). With
+    ``ema_state``: both under ``denoiser.`` / ``ema_denoiser.``, nested in ``{"state_dict": …}`` like the
+    authors' Lightning file for ``torch.save`` files, flat for ``.safetensors``.
+    """
+    path = Path(path)
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    if ema_state is not None:
+        flat = {PREFIXES["raw"] + k: v for k, v in state.items()}
+        flat.update({PREFIXES["ema"] + k: v.detach().cpu().contiguous() for k, v in ema_state.items()})
+    else:
+        flat = state
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        _atomic_write(path, lambda tmp: save_file(flat, tmp))
+    else:
+        payload = {"state_dict": flat} if ema_state is not None else flat
+        _atomic_write(path, lambda tmp: torch.save(payload, tmp))

