@@ -1,0 +1,38 @@
+"""Test set-up: the Triton interpreter on machines without a CUDA device (kernels.md §5).
+
+TRITON_INTERPRET must be set before any module defining ``@triton.jit`` kernels is imported, and only where no
+GPU is present (on the GPU machine the same tests run the compiled kernels).
+"""
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """Every test that takes ``device`` runs on the CPU and, where present, on CUDA."""
+    return torch.device(request.param)
+
+
+def tiny_model(**overrides):
+    """A DiP-T/8-shaped model small enough for fast CPU tests."""
+    from dip import create_model
+
+    return create_model("DiP-T/8", **overrides)
+
+
+def model_inputs(model, batch=2, size=None, device="cpu", seed=0):
+    """Random (x, t, y) for ``model``: non-zero-mean images, t in (0, 1), labels including the null class."""
+    g = torch.Generator().manual_seed(seed)
+    size = size or model.image_size
+    x = (0.5 + torch.randn(batch, model.in_channels, size, size, generator=g)).clamp(-1, 1)
+    t = torch.rand(batch, generator=g)
+    y = torch.randint(0, model.num_classes + 1, (batch,), generator=g)
+    y[-1] = model.num_classes
+    return x.to(device), t.to(device), y.to(device)
