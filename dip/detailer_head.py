@@ -27,7 +27,7 @@ class PatchDetailerHead(nn.Module):
     """
 
     def __init__(self, patch_size: int, context_dim: int, in_channels: int = 3, *, base_width: int = 64,
-                 max_width: int = 512, stages: int | None = None, channels_last: bool | None = None):
+                 max_width: int = 512, stages: int | None = None, channels_last: bool = True):
         super().__init__()
         levels = int(math.log2(patch_size)) if patch_size > 0 else 0
         if patch_size < 2 or 2**levels != patch_size:
@@ -37,7 +37,7 @@ class PatchDetailerHead(nn.Module):
             raise ValueError(f"head stages must be in [1, log2(P)={levels}] for patch_size {patch_size}, "
                              f"got {stages}")
         self.patch_size, self.context_dim = patch_size, context_dim
-        self.channels_last = channels_last  # None: channels_last on CUDA, NCHW elsewhere
+        self.channels_last = channels_last  # NHWC activations: faster with cuDNN and oneDNN (bench_detailer.py)
         widths = [min(base_width * 2**k, max_width) for k in range(self.stages)]
         cin = in_channels
         for k, w in enumerate(widths, start=1):
@@ -51,14 +51,12 @@ class PatchDetailerHead(nn.Module):
             cin = cout
         self.out_conv = nn.Conv2d(cin, in_channels, 1)
 
-    def _memory_format(self, device: torch.device) -> torch.memory_format:
-        use = device.type == "cuda" if self.channels_last is None else self.channels_last
-        return torch.channels_last if use else torch.contiguous_format
-
     def forward(self, img: torch.Tensor, context: torch.Tensor, ops) -> torch.Tensor:
         """img (B, C, H, W) noisy image, context (B, T, D) final DiT tokens → velocity image (B, C, H, W)."""
         B, _, H, W = img.shape
-        h = ops.patchify(img, self.patch_size).contiguous(memory_format=self._memory_format(img.device))
+        h = ops.patchify(img, self.patch_size)  # (N, C, P, P)
+        if self.channels_last:
+            h = h.contiguous(memory_format=torch.channels_last)
         skips = []
         for k in range(1, self.stages + 1):
             conv = getattr(self, f"enc{k}")[0]

@@ -1,0 +1,137 @@
+"""Benchmark of the Patch Detailer Head (dip-model.md §3; kernels.md §1 row D, §7).
+
+Times the whole head, forward and forward+backward, for every implementation variant side by side in one run:
+eager NCHW, eager channels_last (cuDNN's preferred layout), torch.compile of the reference (and, on request,
+torch.compile mode="max-autotune"). Reports ms, TFLOP/s (model FLOPs below) against a dense GEMM measured in the
+same run, and ratios to eager NCHW; writes JSON. On CPU the numbers are CPU numbers (the script is exercised).
+
+FLOPs: 2·MACs of every conv / transposed conv at its real spatial size (padding taps not counted);
+forward+backward = 3 × forward.
+
+    python benchmarks/bench_detailer.py                          # DiP-XL/16 head; 8,192 patches on CUDA
+    python benchmarks/bench_detailer.py --patches 65536 --out results/head.json
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DTYPES, environment, gemm_tflops, print_table, time_ms, write_json  # noqa: E402
+
+from dip import create_model  # noqa: E402
+from dip.detailer_head import PatchDetailerHead  # noqa: E402
+from dip_kernels import KernelTable  # noqa: E402
+
+
+def head_flops(head: PatchDetailerHead, patches: int) -> float:
+    """Forward FLOPs of ``head`` on ``patches`` patches: 2·MACs per layer at its spatial size."""
+    size, total = head.patch_size, 0
+    for k in range(1, head.stages + 1):
+        conv = getattr(head, f"enc{k}")[0]
+        total += conv.in_channels * conv.out_channels * 9 * size * size
+        size //= 2
+    total += head.bottleneck[0].in_channels * head.bottleneck[0].out_channels * size * size
+    for k in range(head.stages, 0, -1):
+        up, conv = getattr(head, f"up{k}"), getattr(head, f"dec{k}")[0]
+        total += up.in_channels * up.out_channels * 4 * size * size
+        size *= 2
+        total += conv.in_channels * conv.out_channels * 9 * size * size
+    total += head.out_conv.in_channels * head.out_conv.out_channels * size * size
+    return 2.0 * total * patches
+
+
+def make_inputs(model, patches: int, device, dtype):
+    """Noisy image(s) holding ``patches`` patches and their DiT context (B, T, D), context requiring grad."""
+    P, T = model.patch_size, (model.image_size // model.patch_size) ** 2
+    shape = (patches // T, 3, model.image_size, model.image_size) if patches % T == 0 else (1, 3, P, patches * P)
+    g = torch.Generator(device="cpu").manual_seed(0)
+    img = torch.randn(shape, generator=g).to(device, dtype)
+    ctx = torch.randn(shape[0], patches // shape[0], model.hidden_size, generator=g).to(device, dtype)
+    return img, ctx.requires_grad_()
+
+
+def variants(head, ops, names):
+    """name → callable(img, ctx) for each requested implementation."""
+    def run(img, ctx):
+        return head(img, ctx, ops)
+
+    table = {}
+    for name in names:
+        if name == "eager_nchw":
+            table[name] = ("NCHW", run)
+        elif name == "eager_channels_last":
+            table[name] = ("channels_last", run)
+        elif name == "compile":
+            table[name] = ("channels_last", torch.compile(run, dynamic=False))
+        elif name == "max_autotune":
+            table[name] = ("channels_last", torch.compile(run, dynamic=False, mode="max-autotune"))
+        else:
+            raise ValueError(f"unknown variant {name!r}; expected eager_nchw, eager_channels_last, compile, "
+                             f"max_autotune")
+    return table
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default="DiP-XL/16")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--patches", type=int, default=None, help="patches per step (default 8192 on CUDA, 64 on CPU)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default bf16 on CUDA, fp32 on CPU")
+    p.add_argument("--variants", default="eager_nchw,eager_channels_last,compile",
+                   help="comma list of eager_nchw, eager_channels_last, compile, max_autotune")
+    p.add_argument("--reps", type=int, default=None, help="timed repetitions (CPU; CUDA uses do_bench)")
+    p.add_argument("--out", default=None, help="JSON output path")
+    args = p.parse_args(argv)
+
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda requested but no CUDA device is available")
+    dtype = DTYPES[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
+    patches = args.patches or (8192 if device.type == "cuda" else 64)
+    reps = args.reps or (20 if device.type == "cuda" else 5)
+    torch.backends.cudnn.benchmark = True
+
+    model = create_model(args.preset)
+    head = model.local_decoder.to(device, dtype)
+    ops = KernelTable("torch").on(device.type)
+    img, ctx = make_inputs(model, patches, device, dtype)
+    flops = head_flops(head, patches)
+    gemm = gemm_tflops(device, dtype)
+    print(f"Detailer head of {args.preset}: {patches} patches, {str(dtype)[6:]}, {device.type}; "
+          f"forward {flops / 1e12:.3f} TFLOP; dense GEMM {gemm:.1f} TFLOP/s in this run")
+
+    rows = []
+    for name, (layout, fn) in variants(head, ops, args.variants.split(",")).items():
+        head.channels_last = layout == "channels_last"
+        head.to(memory_format=torch.channels_last if head.channels_last else torch.contiguous_format)
+        grad = torch.randn_like(img)
+
+        def fwd():
+            with torch.no_grad():
+                fn(img, ctx)
+
+        def fwd_bwd():
+            fn(img, ctx).backward(grad)
+
+        for mode, step, mult in (("fwd", fwd, 1), ("fwd+bwd", fwd_bwd, 3)):
+            ms = time_ms(step, device, reps=reps)
+            rows.append({"variant": name, "mode": mode, "ms": ms, "TFLOP/s": mult * flops / (ms * 1e-3) / 1e12})
+    for row in rows:
+        base = next(r for r in rows if r["mode"] == row["mode"])
+        row["speedup"] = base["ms"] / row["ms"]
+        row["%GEMM"] = 100 * row["TFLOP/s"] / gemm
+    print_table(rows, ["variant", "mode", "ms", "TFLOP/s", "%GEMM", "speedup"])
+    if device.type == "cpu":
+        print("(CPU numbers: they exercise the script; absolute times only count on a GPU)")
+    write_json(args.out, {"benchmark": "detailer_head", "preset": args.preset, "patches": patches,
+                          "dtype": str(dtype), "forward_tflop": flops / 1e12, "gemm_tflops": gemm,
+                          "environment": environment(device), "rows": rows})
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""The benchmark scripts run end to end on CPU (numbers are not checked here: speed is for benchmarks)."""
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import bench_detailer  # noqa: E402
+from dip import create_model  # noqa: E402
+
+
+def test_bench_detailer_runs_and_writes_json(tmp_path):
+    out = tmp_path / "head.json"
+    rows = bench_detailer.main(["--preset", "DiP-T/8", "--patches", "8", "--reps", "1", "--out", str(out)])
+    assert {r["variant"] for r in rows} == {"eager_nchw", "eager_channels_last", "compile"}
+    assert all(r["ms"] > 0 for r in rows)
+    payload = json.loads(out.read_text())
+    assert payload["environment"]["torch"] and len(payload["rows"]) == 6
+
+
+def test_head_flops_formula_matches_the_paper_scale():
+    """kernels.md §1: the DiP-XL/16 head is ≈1.1 TFLOP forward at 8,192 patches."""
+    head = create_model("DiP-T/8").local_decoder
+    assert bench_detailer.head_flops(head, 1) > 0
+    import torch
+
+    with torch.device("meta"):
+        xl = create_model("DiP-XL/16").local_decoder
+    assert abs(bench_detailer.head_flops(xl, 8192) / 1e12 - 1.1) < 0.05

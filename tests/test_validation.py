@@ -1,0 +1,79 @@
+"""Bad input gets a ValueError naming the argument and the expected value (DEVELOPERS.md, Standards)."""
+import pytest
+import torch
+
+from conftest import model_inputs, tiny_model
+from dip import DiP, create_model
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model().eval()
+
+
+def good(model):
+    return model_inputs(model)
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda x, t, y: (x[:, :2], t, y), r"x must be a \(B, 3, H, W\)"),
+    (lambda x, t, y: (x[0], t, y), r"x must be a \(B, 3, H, W\)"),
+    (lambda x, t, y: (x[..., :30], t, y), "divisible by the patch size 8, got 32×30"),
+    (lambda x, t, y: (x.double(), t, y), "x dtype must match"),
+    (lambda x, t, y: ((x > 0).long(), t, y), "x must be a floating-point"),
+    (lambda x, t, y: (x, t[:1], y), r"t must have shape \(B,\) = \(2,\), got \(1,\)"),
+    (lambda x, t, y: (x, t[:, None], y), r"t must have shape \(B,\)"),
+    (lambda x, t, y: (x, (t * 10).long(), y), "t must be a floating-point"),
+    (lambda x, t, y: (x, t + 2, y), r"t must be in \[0, 1\]"),
+    (lambda x, t, y: (x, t, y[:1]), r"y must have shape \(B,\) = \(2,\)"),
+    (lambda x, t, y: (x, t, y.float()), "y must be an integer tensor"),
+    (lambda x, t, y: (x, t, torch.tensor([0, 11])), r"y labels must be in 0..10 \(10 = null class\)"),
+    (lambda x, t, y: (x, t, torch.tensor([-1, 3])), "y labels must be in"),
+    (lambda x, t, y: (x.to("meta"), t, y), "x must be on the model's device cpu"),
+    (lambda x, t, y: (x, t.to("meta"), y), "t must be on the model's device"),
+])
+def test_forward_errors(model, make, match):
+    with pytest.raises(ValueError, match=match):
+        model(*make(*good(model)))
+
+
+def test_null_class_is_a_valid_label(model):
+    x, t, _ = good(model)
+    model(x, t, torch.tensor([10, 10]))
+
+
+def test_unconditional_accepts_only_the_null_row():
+    m = tiny_model(num_classes=0)
+    x, t, _ = good(m)
+    with pytest.raises(ValueError, match="only 0 \\(the null row\\)"):
+        m(x, t, torch.tensor([0, 1]))
+
+
+def test_value_checks_can_be_turned_off(model):
+    x, t, _ = good(model)
+    model.check_inputs = False
+    try:
+        assert torch.isfinite(model(x, t + 2, torch.tensor([0, 10]))).all()  # t outside [0, 1], unchecked
+    finally:
+        model.check_inputs = True
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(hidden_size=120, num_heads=4), "multiple of 4 for 2D RoPE, got 30"),
+    (dict(hidden_size=130, num_heads=4), "divisible by num_heads"),
+    (dict(image_size=36), "image_size must be divisible by patch_size 8"),
+    (dict(num_classes=-1), "num_classes must be ≥ 0"),
+    (dict(head="mlp"), "head must be 'detailer' or 'dit'"),
+    (dict(kernels="cudnn"), "kernels backend must be one of"),
+])
+def test_construction_errors(kw, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_model(**kw)
+
+
+def test_preset_errors():
+    with pytest.raises(ValueError, match="unknown model preset 'DiP-H/16'"):
+        create_model("DiP-H/16")
+    with pytest.raises(ValueError, match=r"unknown model option\(s\) \['hiden_size'\]"):
+        create_model("DiP-T/8", hiden_size=3)
+    assert isinstance(create_model("DiP-T/8", depth=1), DiP)
