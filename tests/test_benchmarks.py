@@ -3,6 +3,8 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import bench_detailer  # noqa: E402
@@ -22,8 +24,15 @@ def test_head_flops_formula_matches_the_paper_scale():
     """kernels.md §1: the DiP-XL/16 head is ≈1.1 TFLOP forward at 8,192 patches."""
     head = create_model("DiP-T/8").local_decoder
     assert bench_detailer.head_flops(head, 1) > 0
-    import torch
-
     with torch.device("meta"):
         xl = create_model("DiP-XL/16").local_decoder
     assert abs(bench_detailer.head_flops(xl, 8192) / 1e12 - 1.1) < 0.05
+
+
+def test_ci_runs_the_readme_test_command():
+    root = Path(__file__).resolve().parents[1]
+    ci = (root / ".ci" / "run").read_text()
+    command = ci.split("TEST_CMD='", 1)[1].split("'", 1)[0]
+    lines = (root / "README.md").read_text().splitlines()
+    assert lines[2] == "```bash" and lines[5] == "```"  # exactly two set-up commands at the top
+    assert lines[3].startswith("pip install -e . && ") and lines[4] == command

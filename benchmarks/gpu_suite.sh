@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The one prepared script for the GPU machine (DEVELOPERS.md "The GPU", platform.md).
+#
+#   benchmarks/gpu_suite.sh [--out DIR] [tier ...]      tiers, in order: smoke kernels head model (default: all)
+#
+# Offline install (the machine has torch, no network), then each tier's steps under their own timeout. Every
+# step writes its log and results under DIR ($OUT by default, else bench_out/) as soon as it finishes, and
+# appends "step rc seconds" to DIR/summary.txt. The whole suite stays under 8 minutes.
+# Later issues add their checks to the right tier below.
+set -u
+cd "$(dirname "$0")/.."
+DIR="${OUT:-bench_out}"
+if [ "${1:-}" = "--out" ]; then DIR="$2"; shift 2; fi
+TIERS="${*:-smoke kernels head model}"
+mkdir -p "$DIR"
+export DIP_CUDA_ARCHS="${DIP_CUDA_ARCHS:-sm_90a}"
+export PYTHONUNBUFFERED=1
+
+step() {  # step NAME SECONDS CMD...: run CMD with a timeout, log to DIR/NAME.log, record rc and time
+  local name=$1 limit=$2; shift 2
+  local start=$SECONDS
+  echo "== $name (limit ${limit}s)"
+  timeout --kill-after=10 "$limit" "$@" >"$DIR/$name.log" 2>&1
+  local rc=$?
+  echo "$name rc=$rc $((SECONDS - start))s" | tee -a "$DIR/summary.txt"
+  tail -n 25 "$DIR/$name.log"
+  return 0
+}
+
+{ date -u; nvidia-smi; python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; } \
+  >"$DIR/environment.txt" 2>&1
+step install 300 pip install --no-build-isolation --no-deps -e .
+
+for tier in $TIERS; do
+  case "$tier" in
+    smoke)
+      step smoke 120 python benchmarks/smoke.py --out "$DIR/smoke.json" ;;
+    kernels)
+      step kernels 240 python -m pytest tests -q -x --durations=15 --junitxml="$DIR/kernels_junit.xml" ;;
+    head)
+      step head_8k 150 python benchmarks/bench_detailer.py --patches 8192 --out "$DIR/bench_detailer_8k.json"
+      step head_64k 150 python benchmarks/bench_detailer.py --patches 65536 --variants eager_nchw,eager_channels_last,compile \
+        --out "$DIR/bench_detailer_64k.json" ;;
+    model)
+      # End-to-end benchmarks (benchmarks/bench_model.py) join this tier when they exist.
+      [ -f benchmarks/bench_model.py ] && step model 240 python benchmarks/bench_model.py --out "$DIR/bench_model.json" ;;
+    *) echo "unknown tier $tier (expected smoke, kernels, head, model)"; exit 2 ;;
+  esac
+done
+echo "done: $DIR"
