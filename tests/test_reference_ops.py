@@ -1,4 +1,5 @@
 """The reference ops against independent formulas, and the bf16-autocast precision chain of dip-model.md §7b."""
+import importlib.util
 import math
 
 import pytest
@@ -108,3 +109,14 @@ def test_detailer_stages_shapes_and_concat_order():
     wd[0, 2, 1, 1] = 1.0  # input channel 2 = first skip channel: [up-sampled, skip] order
     out = detailer_decoder(pooled, skip[:, :6], up_w, torch.zeros(2), wd, torch.zeros(1))
     torch.testing.assert_close(out[:, 0], torch.nn.functional.silu(skip[:, 0]))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("flash_attn") is None or not torch.cuda.is_available(),
+                    reason="flash-attn is an optional extra; its path runs only where it imports on a GPU")
+def test_flash_attention_matches_sdpa():
+    from dip_kernels.attention import flash_attention, sdpa
+
+    q, k, v = (rnd(2, 3, 64, 72, dtype=torch.bfloat16, seed=s).cuda() for s in range(3))
+    ref = sdpa(q.double(), k.double(), v.double())
+    eager_err = (sdpa(q, k, v).double() - ref).abs().max()
+    assert (flash_attention(q, k, v).double() - ref).abs().max() <= 2 * eager_err + 5e-2
