@@ -1,0 +1,43 @@
+"""The parity rule of kernels.md §2 (the one flash-attention uses), shared by every kernel test.
+
+A kernel passes if max|kernel − ref| ≤ 2·max|eager − ref| + atol, where ref is computed in fp64 on upcast
+inputs and eager is the reference op run in the inputs' own precision. atol is 1e-4 (fp32) or 5e-2 (bf16/fp16),
+scaled by √n for values that are sums over n rows or n = Cin·9 convolution taps.
+"""
+import math
+
+import torch
+
+ATOL = {torch.float32: 1e-4, torch.float16: 5e-2, torch.bfloat16: 5e-2}
+
+
+def inputs(*shape, dtype=torch.float32, device="cpu", seed=0, requires_grad=False):
+    """Random values with a non-zero mean (0.5 + 2·randn), never zeros."""
+    g = torch.Generator().manual_seed(seed)
+    t = (0.5 + 2 * torch.randn(*shape, generator=g)).to(device=device, dtype=dtype)
+    return t.requires_grad_(requires_grad)
+
+
+def assert_parity(name, kernel, eager, ref, dtype, n=1):
+    """Assert the rule for one tensor; ``n`` is the number of terms summed into each value (√n scaling)."""
+    assert kernel.shape == ref.shape, f"{name}: shape {tuple(kernel.shape)} != {tuple(ref.shape)}"
+    assert torch.isfinite(kernel).all(), f"{name}: non-finite values (unwritten or overflow)"
+    err = (kernel.double() - ref.double()).abs().max().item()
+    eager_err = (eager.double() - ref.double()).abs().max().item()
+    bound = 2 * eager_err + ATOL[dtype] * math.sqrt(n)
+    assert err <= bound, f"{name}: max error {err:.3e} > bound {bound:.3e} (eager error {eager_err:.3e})"
+
+
+def run_with_grads(fn, args, grads):
+    """outputs of fn(*args) and the gradients of every args that requires grad, for output gradients ``grads``."""
+    outs = fn(*args)
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    leaves = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+    pairs = [(o, g) for o, g in zip(outs, grads) if g is not None]
+    got = torch.autograd.grad([o for o, _ in pairs], leaves, [g.to(o.dtype) for o, g in pairs])
+    return outs, got
+
+
+def upcast(args):
+    """fp64 leaf copies of tensor args (requires_grad kept)."""
+    return [a.detach().double().requires_grad_(a.requires_grad) if isinstance(a, torch.Tensor) else a for a in args]

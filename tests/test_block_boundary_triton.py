@@ -1,0 +1,87 @@
+"""Op A (Triton) against the fp64 reference with the parity rule, forward and backward (kernels.md §2, §3)."""
+import pytest
+import torch
+
+from dip_kernels import block_boundary as ref_ops
+from dip_kernels import block_boundary_triton as tri_ops
+from parity import assert_parity, inputs, run_with_grads, upcast
+
+
+def boundary_fn(ops, norm, with_res, D):
+    def fn(res, br, mod, w):
+        shift, scale, gate = mod[:, :D], mod[:, D:2 * D], mod[:, 2 * D:3 * D]  # strided views of (B, 6D)
+        if with_res:
+            return ops.block_boundary(res, br, gate, w, shift, scale, norm)
+        return (ops.modulated_norm(res, w, shift, scale, norm),)
+    return fn
+
+
+def check(device, dtype, B, T, D, norm, with_res, stride0=False):
+    res = inputs(B, T, D, dtype=dtype, device=device, requires_grad=True)
+    br = inputs(B, T, D, dtype=dtype, device=device, seed=1, requires_grad=with_res)
+    mod = (0.1 * inputs(B, 6 * D, device=device, seed=2)).to(dtype).requires_grad_()
+    w = inputs(D, device=device, seed=3, requires_grad=True) if norm == "rms" else None
+    args = [res, br, mod, w]
+    if stride0:  # what out.sum().backward() produces
+        grads = [torch.ones((), device=device).expand(B, T, D)] * 2
+    else:
+        grads = [inputs(B, T, D, device=device, seed=4 + i) for i in range(2)]
+    grads = grads if with_res else grads[1:]
+    outs, got = run_with_grads(boundary_fn(tri_ops, norm, with_res, D), args, grads)
+    e_outs, eager = run_with_grads(boundary_fn(ref_ops, norm, with_res, D), args, grads)
+    r_outs, ref = run_with_grads(boundary_fn(ref_ops, norm, with_res, D), upcast(args), [g.double() for g in grads])
+    for name, k, e, r in zip(["r", "h"] if with_res else ["h"], outs, e_outs, r_outs):
+        assert_parity(name, k, e, r, dtype)
+    names = ["dresidual"] + (["dbranch"] if with_res else []) + ["dmod"] + (["dweight"] if w is not None else [])
+    sums = [D] + ([D] if with_res else []) + [T * D] + ([B * T] if w is not None else [])
+    for name, k, e, r, n in zip(names, got, eager, ref, sums):
+        assert_parity(name, k, e, r, dtype, n=n)
+    if dtype != torch.float32 and with_res:
+        assert outs[0].dtype == dtype and outs[1].dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("norm", ["rms", "layer"])
+@pytest.mark.parametrize("with_res", [True, False])
+def test_block_boundary(device, dtype, norm, with_res):
+    check(device, dtype, B=2, T=7, D=72, norm=norm, with_res=with_res)
+
+
+@pytest.mark.parametrize("B,T,D", [(1, 5, 37), (3, 3, 144), (1, 1, 160)])
+def test_odd_shapes(device, B, T, D):
+    check(device, torch.float32, B, T, D, "rms", True)
+
+
+def test_stride0_upstream_gradients(device):
+    check(device, torch.float32, 2, 5, 40, "rms", True, stride0=True)
+
+
+def test_bf16_autocast_emits_bf16(device):
+    x = inputs(2, 3, 8, device=device)
+    mod = inputs(2, 6 * 8, device=device)
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        h = tri_ops.modulated_norm(x, torch.ones(8, device=device), mod[:, :8], mod[:, 8:16])
+    assert h.dtype == torch.bfloat16
+
+
+def test_bad_arguments_raise_before_launch():
+    x, mod = inputs(2, 3, 8), inputs(2, 48)
+    with pytest.raises(ValueError, match=r"shift must have shape \(2, 8\)"):
+        tri_ops.modulated_norm(x, None, mod[:1, :8], mod[:, 8:16])
+    with pytest.raises(ValueError, match="x must have rank 3"):
+        tri_ops.modulated_norm(x[0], None, mod[:, :8], mod[:, 8:16])
+    with pytest.raises(TypeError, match="branch must be float32"):
+        tri_ops.block_boundary(x, x.long(), mod[:, :8], None, mod[:, :8], mod[:, 8:16])
+    with pytest.raises(ValueError, match="weight must be None"):
+        tri_ops.modulated_norm(x, torch.ones(8), mod[:, :8], mod[:, 8:16], norm="layer")
+    with pytest.raises(ValueError, match="weight must be on"):
+        tri_ops.modulated_norm(x, torch.ones(8, device="meta"), mod[:, :8], mod[:, 8:16])
+
+
+def test_opcheck():
+    x, br = inputs(2, 3, 8), inputs(2, 3, 8, seed=1)
+    mod, w = inputs(2, 48, seed=2), inputs(8, seed=3)
+    args = (x, br, mod[:, 16:24], w, mod[:, :8], mod[:, 8:16], 0, 1e-6, torch.float32)
+    torch.library.opcheck(tri_ops.block_boundary_fwd, args)
+    torch.library.opcheck(tri_ops.block_boundary_fwd, (x, None, None, None, mod[:, :8], mod[:, 8:16], 1, 1e-6,
+                                                       torch.float32))

@@ -1,0 +1,79 @@
+"""Ops C (final context) and F (SwiGLU) in Triton against the fp64 reference, forward and backward."""
+import pytest
+import torch
+
+from dip_kernels import final_context as ref_c
+from dip_kernels import final_context_triton as tri_c
+from dip_kernels import swiglu as ref_f
+from dip_kernels import swiglu_triton as tri_f
+from parity import assert_parity, inputs, run_with_grads, upcast
+
+
+def compare(fn_kernel, fn_ref, args, grads, dtype, out_names, grad_names, sums):
+    outs, got = run_with_grads(fn_kernel, args, grads)
+    e_outs, eager = run_with_grads(fn_ref, args, grads)
+    r_outs, ref = run_with_grads(fn_ref, upcast(args), [g.double() for g in grads])
+    for name, k, e, r in zip(out_names, outs, e_outs, r_outs):
+        assert_parity(name, k, e, r, dtype)
+    for name, k, e, r, n in zip(grad_names, got, eager, ref, sums):
+        assert_parity(name, k, e, r, dtype, n=n)
+    return outs
+
+
+def context_fn(ops, D):
+    def fn(x, br, mod, temb):
+        return ops.final_context(x, br, mod[:, 5 * D:], temb)  # gate2: a strided view of (B, 6D)
+    return fn
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("B,T,D", [(2, 7, 72), (1, 5, 37)])
+def test_final_context(device, dtype, B, T, D):
+    x = inputs(B, T, D, dtype=dtype, device=device, requires_grad=True)
+    br = inputs(B, T, D, dtype=dtype, device=device, seed=1, requires_grad=True)
+    mod = (0.3 * inputs(B, 6 * D, device=device, seed=2)).to(dtype).requires_grad_()
+    temb = inputs(B, D, dtype=dtype, device=device, seed=3, requires_grad=True)
+    grads = [inputs(B, T, D, device=device, seed=4)]
+    outs = compare(context_fn(tri_c, D), context_fn(ref_c, D), [x, br, mod, temb], grads, dtype, ["s"],
+                   ["dx", "dbranch", "dmod", "dt_emb"], [1, 1, T, T])
+    assert outs[0].dtype == dtype
+
+
+def test_final_context_stride0_grad(device):
+    args = [inputs(2, 3, 8, device=device, seed=s, requires_grad=True) for s in range(2)]
+    args += [inputs(2, 48, device=device, seed=2, requires_grad=True), inputs(2, 8, device=device, seed=3,
+                                                                            requires_grad=True)]
+    compare(context_fn(tri_c, 8), context_fn(ref_c, 8), args, [torch.ones((), device=device).expand(2, 3, 8)],
+            torch.float32, ["s"], ["dx", "dbranch", "dmod", "dt_emb"], [1, 1, 3, 3])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(2, 5, 300), (1, 1, 7)])
+def test_swiglu(device, dtype, shape):
+    a = inputs(*shape, dtype=dtype, device=device, requires_grad=True)
+    b = inputs(*shape, dtype=dtype, device=device, seed=1, requires_grad=True)
+    compare(tri_f.swiglu, ref_f.swiglu, [a, b], [inputs(*shape, device=device, seed=2)], dtype, ["out"],
+            ["da", "db"], [1, 1])
+
+
+def test_swiglu_on_halves_of_a_merged_projection(device):
+    ab = inputs(2, 3, 2 * 40, device=device, requires_grad=True)
+
+    def split(ops):
+        return lambda t: ops.swiglu(t[..., :40], t[..., 40:])  # row stride 80, no copy
+
+    compare(split(tri_f), split(ref_f), [ab], [torch.ones((), device=device).expand(2, 3, 40)], torch.float32,
+            ["out"], ["dab"], [1])
+
+
+def test_errors():
+    with pytest.raises(ValueError, match=r"b must have shape \(2, 3\)"):
+        tri_f.swiglu(inputs(2, 3), inputs(3, 2))
+    with pytest.raises(ValueError, match=r"t_emb must have shape \(2, 8\)"):
+        tri_c.final_context(inputs(2, 3, 8), inputs(2, 3, 8), inputs(2, 8), inputs(1, 8))
+
+
+def test_opcheck():
+    torch.library.opcheck(tri_f.swiglu_fwd, (inputs(4, 6), inputs(4, 6, seed=1), torch.float32))
+    x, br, g, te = inputs(2, 3, 8), inputs(2, 3, 8, seed=1), inputs(2, 8, seed=2), inputs(2, 8, seed=3)
+    torch.library.opcheck(tri_c.final_context_fwd, (x, br, g, te, torch.float32))
