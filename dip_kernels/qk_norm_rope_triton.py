@@ -1,0 +1,179 @@
+"""Op B in Triton: QK RMSNorm and 2D RoPE from the qkv projection, written straight into (B, H, T, h)
+(kernels.md §1 B). One read of qkv and one write of q, k, v forward; backward reads the gradients and qkv once,
+writes dqkv once, and reduces the two norm weights' gradients through fp32 per-program partials (deterministic).
+
+A program handles BLOCK_T tokens of one head; a head's h values are split into the even and odd members of the
+rotated pairs (2i, 2i+1). Custom ops ``dip::qk_norm_rope_fwd`` / ``dip::qk_norm_rope_bwd`` with fakes.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .registry import register
+from .triton_support import activation_dtype, block_size, check_tensor, device_guard
+
+BLOCK_T = 16
+
+
+@triton.jit
+def _pair_offsets(M, T, HD, H, head, BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr):
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_T + tl.arange(0, BLOCK_T)  # token rows b·T + t
+    pairs = tl.arange(0, BLOCK_P)
+    mask = (rows < M)[:, None] & (pairs < HD // 2)[None, :]
+    tok = rows % T
+    out_row = ((rows // T) * H + head) * T + tok  # row of the (B, H, T, h) outputs
+    return rows, pairs, mask, tok, out_row
+
+
+@triton.jit
+def _fwd_part(src, dst, w_ptr, c, s, mask, pairs, HD, eps):
+    x0 = tl.load(src, mask=mask, other=0.0).to(tl.float32)
+    x1 = tl.load(src + 1, mask=mask, other=0.0).to(tl.float32)
+    rstd = tl.math.rsqrt((tl.sum(x0 * x0, axis=1) + tl.sum(x1 * x1, axis=1)) / HD + eps)[:, None]
+    pmask = pairs < HD // 2
+    n0 = x0 * rstd * tl.load(w_ptr + 2 * pairs, mask=pmask, other=0.0).to(tl.float32)[None, :]
+    n1 = x1 * rstd * tl.load(w_ptr + 2 * pairs + 1, mask=pmask, other=0.0).to(tl.float32)[None, :]
+    tl.store(dst, (n0 * c - n1 * s).to(dst.dtype.element_ty), mask=mask)
+    tl.store(dst + 1, (n0 * s + n1 * c).to(dst.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _fwd_kernel(qkv_ptr, qw_ptr, kw_ptr, cos_ptr, sin_ptr, q_ptr, k_ptr, v_ptr, M, T, H, HD, eps,
+                BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr):
+    head = tl.program_id(1)
+    rows, pairs, mask, tok, out_row = _pair_offsets(M, T, HD, H, head, BLOCK_T, BLOCK_P)
+    D = H * HD
+    src = qkv_ptr + rows[:, None] * (3 * D) + head * HD + 2 * pairs[None, :]
+    dst = out_row[:, None] * HD + 2 * pairs[None, :]
+    c = tl.load(cos_ptr + tok[:, None] * (HD // 2) + pairs[None, :], mask=mask, other=0.0)
+    s = tl.load(sin_ptr + tok[:, None] * (HD // 2) + pairs[None, :], mask=mask, other=0.0)
+    _fwd_part(src, q_ptr + dst, qw_ptr, c, s, mask, pairs, HD, eps)
+    _fwd_part(src + D, k_ptr + dst, kw_ptr, c, s, mask, pairs, HD, eps)
+    for odd in range(2):
+        v = tl.load(src + 2 * D + odd, mask=mask, other=0.0)
+        tl.store(v_ptr + dst + odd, v.to(v_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _bwd_part(src, grad, dsrc, w_ptr, pw_ptr, c, s, mask, pairs, HD, eps):
+    x0 = tl.load(src, mask=mask, other=0.0).to(tl.float32)
+    x1 = tl.load(src + 1, mask=mask, other=0.0).to(tl.float32)
+    rstd = tl.math.rsqrt((tl.sum(x0 * x0, axis=1) + tl.sum(x1 * x1, axis=1)) / HD + eps)[:, None]
+    x0, x1 = x0 * rstd, x1 * rstd
+    g0 = tl.load(grad, mask=mask, other=0.0).to(tl.float32)
+    g1 = tl.load(grad + 1, mask=mask, other=0.0).to(tl.float32)
+    dn0 = g0 * c + g1 * s  # inverse rotation
+    dn1 = g1 * c - g0 * s
+    pmask = pairs < HD // 2
+    tl.store(pw_ptr + 2 * pairs, tl.sum(dn0 * x0, axis=0), mask=pmask)
+    tl.store(pw_ptr + 2 * pairs + 1, tl.sum(dn1 * x1, axis=0), mask=pmask)
+    dn0 = dn0 * tl.load(w_ptr + 2 * pairs, mask=pmask, other=0.0).to(tl.float32)[None, :]
+    dn1 = dn1 * tl.load(w_ptr + 2 * pairs + 1, mask=pmask, other=0.0).to(tl.float32)[None, :]
+    proj = ((tl.sum(dn0 * x0, axis=1) + tl.sum(dn1 * x1, axis=1)) / HD)[:, None]
+    tl.store(dsrc, ((dn0 - x0 * proj) * rstd).to(dsrc.dtype.element_ty), mask=mask)
+    tl.store(dsrc + 1, ((dn1 - x1 * proj) * rstd).to(dsrc.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _bwd_kernel(dq_ptr, dk_ptr, dv_ptr, qkv_ptr, qw_ptr, kw_ptr, cos_ptr, sin_ptr, dqkv_ptr, pw_ptr,
+                M, T, H, HD, eps, BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr):
+    head = tl.program_id(1)
+    rows, pairs, mask, tok, out_row = _pair_offsets(M, T, HD, H, head, BLOCK_T, BLOCK_P)
+    D = H * HD
+    in_offs = rows[:, None] * (3 * D) + head * HD + 2 * pairs[None, :]
+    grad = out_row[:, None] * HD + 2 * pairs[None, :]
+    c = tl.load(cos_ptr + tok[:, None] * (HD // 2) + pairs[None, :], mask=mask, other=0.0)
+    s = tl.load(sin_ptr + tok[:, None] * (HD // 2) + pairs[None, :], mask=mask, other=0.0)
+    part = (tl.program_id(0).to(tl.int64) * H + head) * HD
+    n_parts = tl.num_programs(0).to(tl.int64) * H * HD
+    _bwd_part(qkv_ptr + in_offs, dq_ptr + grad, dqkv_ptr + in_offs, qw_ptr, pw_ptr + part, c, s, mask, pairs, HD,
+              eps)
+    _bwd_part(qkv_ptr + in_offs + D, dk_ptr + grad, dqkv_ptr + in_offs + D, kw_ptr, pw_ptr + n_parts + part, c, s,
+              mask, pairs, HD, eps)
+    for odd in range(2):
+        dv = tl.load(dv_ptr + grad + odd, mask=mask, other=0.0)
+        tl.store(dqkv_ptr + in_offs + 2 * D + odd, dv.to(dqkv_ptr.dtype.element_ty), mask=mask)
+
+
+def _grid(M: int, H: int):
+    return triton.cdiv(M, BLOCK_T), H
+
+
+@torch.library.custom_op("dip::qk_norm_rope_fwd", mutates_args=())
+def qk_norm_rope_fwd(qkv: torch.Tensor, q_weight: torch.Tensor, k_weight: torch.Tensor, cos: torch.Tensor,
+                     sin: torch.Tensor, num_heads: int, eps: float,
+                     out_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """qkv (B, T, 3D) → q, k, v (B, H, T, h) in ``out_dtype``."""
+    B, T, three_d = qkv.shape
+    hd = three_d // (3 * num_heads)
+    q, k, v = (torch.empty(B, num_heads, T, hd, device=qkv.device, dtype=out_dtype) for _ in range(3))
+    with device_guard(qkv):
+        _fwd_kernel[_grid(B * T, num_heads)](qkv, q_weight, k_weight, cos, sin, q, k, v, B * T, T, num_heads, hd,
+                                             eps, BLOCK_T=BLOCK_T, BLOCK_P=block_size(hd // 2))
+    return q, k, v
+
+
+@qk_norm_rope_fwd.register_fake
+def _(qkv, q_weight, k_weight, cos, sin, num_heads, eps, out_dtype):
+    B, T, three_d = qkv.shape
+    shape = (B, num_heads, T, three_d // (3 * num_heads))
+    return tuple(qkv.new_empty(shape, dtype=out_dtype) for _ in range(3))
+
+
+@torch.library.custom_op("dip::qk_norm_rope_bwd", mutates_args=())
+def qk_norm_rope_bwd(dq: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor, qkv: torch.Tensor,
+                     q_weight: torch.Tensor, k_weight: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                     eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dqkv, dq_weight, dk_weight)."""
+    B, H, T, hd = dq.shape
+    dqkv = torch.empty_like(qkv)
+    blocks = triton.cdiv(B * T, BLOCK_T)
+    parts = torch.empty(2, blocks * H, hd, device=qkv.device, dtype=torch.float32)
+    with device_guard(qkv):
+        _bwd_kernel[_grid(B * T, H)](dq, dk, dv, qkv, q_weight, k_weight, cos, sin, dqkv, parts, B * T, T, H, hd,
+                                     eps, BLOCK_T=BLOCK_T, BLOCK_P=block_size(hd // 2))
+    return dqkv, parts[0].sum(0).to(q_weight.dtype), parts[1].sum(0).to(k_weight.dtype)
+
+
+@qk_norm_rope_bwd.register_fake
+def _(dq, dk, dv, qkv, q_weight, k_weight, cos, sin, eps):
+    return torch.empty_like(qkv), torch.empty_like(q_weight), torch.empty_like(k_weight)
+
+
+def _setup(ctx, inputs, output):
+    qkv, q_weight, k_weight, cos, sin, _, eps, _ = inputs
+    ctx.eps = eps
+    ctx.save_for_backward(qkv, q_weight, k_weight, cos, sin)
+
+
+def _backward(ctx, dq, dk, dv):
+    qkv, q_weight, k_weight, cos, sin = ctx.saved_tensors
+    B, T, three_d = qkv.shape
+    hd = q_weight.numel()
+    shape = (B, three_d // (3 * hd), T, hd)
+    dq, dk, dv = (qkv.new_zeros(shape) if g is None else g.contiguous() for g in (dq, dk, dv))
+    dqkv, dqw, dkw = qk_norm_rope_bwd(dq, dk, dv, qkv, q_weight, k_weight, cos, sin, ctx.eps)
+    return dqkv, dqw, dkw, None, None, None, None, None
+
+
+qk_norm_rope_fwd.register_autograd(_backward, setup_context=_setup)
+
+
+@register("qk_norm_rope", "triton")
+def qk_norm_rope(qkv, q_weight, k_weight, cos, sin, num_heads, eps=1e-6):
+    """Triton twin of ``dip_kernels.qk_norm_rope.qk_norm_rope``: q, k, v (B, H, T, h) from qkv (B, T, 3D)."""
+    check_tensor("qkv", qkv, rank=3)
+    B, T, three_d = qkv.shape
+    if three_d % (3 * num_heads):
+        raise ValueError(f"qkv's last dim must be 3·num_heads·head_dim = multiple of {3 * num_heads}, got {three_d}")
+    hd = three_d // (3 * num_heads)
+    if hd % 2:
+        raise ValueError(f"RoPE needs an even head_dim, got {hd}")
+    check_tensor("q_weight", q_weight, shape=(hd,), device=qkv.device)
+    check_tensor("k_weight", k_weight, shape=(hd,), device=qkv.device)
+    for name, table in (("cos", cos), ("sin", sin)):
+        check_tensor(name, table, shape=(T, hd // 2), device=qkv.device)
+    return qk_norm_rope_fwd(qkv.contiguous(), q_weight, k_weight, cos.float().contiguous(), sin.float().contiguous(),
+                            num_heads, float(eps), activation_dtype(qkv))
