@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one prepared script for the GPU machine (DEVELOPERS.md "The GPU", platform.md).
 #
-#   benchmarks/gpu_suite.sh [--out DIR] [tier ...]      tiers, in order: smoke kernels head model (default: all)
+#   benchmarks/gpu_suite.sh [--out DIR] [tier ...]      tiers, in order: smoke kernels ops head model (default: all)
 #
 # Offline install (the machine has torch, no network), then each tier's steps under their own timeout. Every
 # step writes its log and results under DIR ($OUT by default, else bench_out/) as soon as it finishes, and
@@ -11,7 +11,7 @@ set -u
 cd "$(dirname "$0")/.."
 DIR="${OUT:-bench_out}"
 if [ "${1:-}" = "--out" ]; then DIR="$2"; shift 2; fi
-TIERS="${*:-smoke kernels head model}"
+TIERS="${*:-smoke kernels ops head model}"
 mkdir -p "$DIR"
 export DIP_CUDA_ARCHS="${DIP_CUDA_ARCHS:-sm_90a}"
 export PYTHONUNBUFFERED=1
@@ -37,6 +37,8 @@ for tier in $TIERS; do
       step smoke 120 python benchmarks/smoke.py --out "$DIR/smoke.json" ;;
     kernels)
       step kernels 240 python -m pytest tests -q -x --durations=15 --junitxml="$DIR/kernels_junit.xml" ;;
+    ops)
+      step ops_adaln 240 python benchmarks/bench_adaln.py --out "$DIR/bench_adaln.json" ;;
     head)
       step head_8k 150 python benchmarks/bench_detailer.py --patches 8192 --out "$DIR/bench_detailer_8k.json"
       step head_64k 150 python benchmarks/bench_detailer.py --patches 65536 --variants eager_nchw,eager_channels_last,compile \
@@ -44,7 +46,7 @@ for tier in $TIERS; do
     model)
       # End-to-end benchmarks (benchmarks/bench_model.py) join this tier when they exist.
       [ -f benchmarks/bench_model.py ] && step model 240 python benchmarks/bench_model.py --out "$DIR/bench_model.json" ;;
-    *) echo "unknown tier $tier (expected smoke, kernels, head, model)"; exit 2 ;;
+    *) echo "unknown tier $tier (expected smoke, kernels, ops, head, model)"; exit 2 ;;
   esac
 done
 echo "done: $DIR"

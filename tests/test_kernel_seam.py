@@ -84,3 +84,11 @@ def test_cuda_extension_imports_and_fails_cleanly_without_a_gpu():
     else:
         with pytest.raises(RuntimeError, match="cannot run here"):
             require()
+
+
+def test_preference_table_names_registered_ops_and_backends():
+    from dip_kernels.preferences import PREFERENCES
+
+    for arch, table in PREFERENCES.items():
+        for op, backend in table.items():
+            assert backend in dip_kernels.implementations(op), (arch, op, backend)
