@@ -7,7 +7,8 @@ must move, listed in OPS, over the time) as a share of a device copy measured in
 over eager and over torch.compile; writes JSON.
 
 The eager reference reproduces the authors' bf16 chain (its RMSNorm+modulate output is fp32); the fused ops
-emit the activation dtype. Inputs are bf16 activations with fp32 norm weights, as under bf16 autocast.
+emit the activation dtype. Inputs are bf16 activations with fp32 weights, timed under bf16 autocast as in
+training; the patch embedding (op E) reads the fp32 noisy image.
 
     python benchmarks/bench_adaln.py                       # batch 32 and 256 on CUDA, tiny shapes on CPU
     python benchmarks/bench_adaln.py --batch 32 --ops block_boundary --out results/adaln.json
@@ -58,10 +59,17 @@ def make_case(op, B, T, D, H, hidden, dtype, device):
         args = (_act((B, T, 3 * D), dtype, device, 0), torch.ones(hd, device=device, requires_grad=True),
                 torch.ones(hd, device=device, requires_grad=True), cos, sin, H)
         return args, 6 * M * D * es, 9 * M * D * es, [(B, H, T, hd)] * 3
+    if op == "patch_embed":  # the fp32 noisy image in, tokens in the activation dtype out (op E)
+        P, side = 16, int(T ** 0.5) * 16
+        args = (_act((B, 3, side, side), torch.float32, device, 0).detach(),
+                (0.02 * torch.randn(D, 3 * P * P, device=device)).requires_grad_(),
+                torch.zeros(D, device=device, requires_grad=True), P)
+        img_bytes = B * 3 * side * side * 4
+        return args, img_bytes + M * D * es, M * D * es + img_bytes, [(B, T, D)]
     raise ValueError(f"unknown op {op!r}")
 
 
-OPS = ("block_boundary", "modulated_norm", "qk_norm_rope", "final_context", "swiglu")
+OPS = ("block_boundary", "modulated_norm", "qk_norm_rope", "final_context", "swiglu", "patch_embed")
 
 
 def implementations(op, device):
@@ -77,8 +85,7 @@ def implementations(op, device):
 def time_modes(fn, args, grad_shapes, device, reps):
     """Median ms of forward, backward (graph kept) and forward+backward."""
     leaves = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]  # modulation views included
-    dtype = next(a.dtype for a in args if isinstance(a, torch.Tensor))
-    grads = [torch.randn(s, device=device, dtype=dtype) for s in grad_shapes]
+    grads = [torch.randn(s, device=device) for s in grad_shapes]
 
     def outputs():
         out = fn(*args)
@@ -107,7 +114,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     device = torch.device(args.device)
     cuda = device.type == "cuda"
-    T, D, H, hidden = (256, 1152, 16, 3072) if cuda else (16, 72, 1, 192)
+    T, D, H, hidden = (256, 1152, 16, 3072) if cuda else (4, 72, 1, 192)
     batches = [int(b) for b in (args.batch or ("32,256" if cuda else "2")).split(",")]
     dtype, reps = DTYPES[args.dtype], args.reps or (20 if cuda else 3)
     copy = copy_gbps(device)
@@ -117,8 +124,9 @@ def main(argv=None):
     for B in batches:
         for op in args.ops.split(","):
             case_args, bytes_fwd, bytes_bwd, grad_shapes = make_case(op, B, T, D, H, hidden, dtype, device)
-            times = {label: time_modes(fn, case_args, grad_shapes, device, reps)
-                     for label, fn in implementations(op, device).items()}
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):  # as in training
+                times = {label: time_modes(fn, case_args, grad_shapes, device, reps)
+                         for label, fn in implementations(op, device).items()}
             for mode, nbytes in (("fwd", bytes_fwd), ("bwd", bytes_bwd), ("fwd+bwd", bytes_fwd + bytes_bwd)):
                 for label, t in times.items():
                     gbps = nbytes / (t[mode] * 1e-3) / 1e9

@@ -6,7 +6,7 @@ Ops not listed use the reference. Provisional until benchmarks/results/ holds an
 """
 
 _FUSED_TRITON = {"block_boundary": "triton", "modulated_norm": "triton", "qk_norm_rope": "triton",
-                 "final_context": "triton", "swiglu": "triton"}
+                 "final_context": "triton", "swiglu": "triton", "patch_embed": "triton"}
 
 PREFERENCES = {
     "sm_80": dict(_FUSED_TRITON),

@@ -85,3 +85,25 @@ def test_opcheck():
     torch.library.opcheck(tri_ops.block_boundary_fwd, args)
     torch.library.opcheck(tri_ops.block_boundary_fwd, (x, None, None, None, mod[:, :8], mod[:, 8:16], 1, 1e-6,
                                                        torch.float32))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.mem_get_info()[0] < 40 * 2**30,
+                    reason="needs a GPU with 40 GB free: offsets past 2^31 elements")
+def test_offsets_past_2_31_elements():
+    """B·T·D > 2^31: the last sample's rows must match the reference computed on that sample alone."""
+    B, T, D = 2, 932_500, 1152  # 2.15e9 elements per activation
+    dev, bf = torch.device("cuda"), torch.bfloat16
+    res = torch.randn(B, T, D, device=dev, dtype=bf).requires_grad_()
+    br = torch.randn(B, T, D, device=dev, dtype=bf).requires_grad_()
+    mod = (0.1 * torch.randn(B, 6 * D, device=dev)).to(bf).requires_grad_()
+    w = torch.ones(D, device=dev, requires_grad=True)
+    r, h = tri_ops.block_boundary(res, br, mod[:, 2 * D:3 * D], w, mod[:, :D], mod[:, D:2 * D])
+    tail = slice(T - 4096, T)
+    want_r, want_h = ref_ops.block_boundary(res[1:, tail], br[1:, tail], mod[1:, 2 * D:3 * D], w, mod[1:, :D],
+                                            mod[1:, D:2 * D])
+    torch.testing.assert_close(r[1:, tail], want_r, rtol=0, atol=0)
+    torch.testing.assert_close(h[1:, tail].float(), want_h.float(), rtol=2e-2, atol=2e-2)  # bf16 output rounding
+    dres, dbr = torch.autograd.grad([r, h], [res, br], [torch.ones_like(r), torch.ones_like(h)])
+    wr, wb = torch.autograd.grad([want_r, want_h], [res, br], [torch.ones_like(want_r), torch.ones_like(want_h)])
+    torch.testing.assert_close(dres[1:, tail].float(), wr[1:, tail].float(), rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(dbr[1:, tail].float(), wb[1:, tail].float(), rtol=2e-2, atol=2e-2)

@@ -6,7 +6,7 @@ import torch
 from conftest import model_inputs, tiny_model
 from parity import assert_parity
 
-TRITON_OPS = {"block_boundary", "modulated_norm", "qk_norm_rope", "final_context", "swiglu"}
+TRITON_OPS = {"block_boundary", "modulated_norm", "qk_norm_rope", "final_context", "swiglu", "patch_embed"}
 
 
 def run(model, x, t, y, grad):

@@ -1,0 +1,215 @@
+"""Op E in Triton: the patch embedding as one GEMM whose A operand is gathered straight from the image
+(kernels.md §1 E): no unfold/patchify copy; bias added in the epilogue.
+
+    tokens[m, n] = Σ_k img[b, c, gy·P + i, gx·P + j] · W[n, k] + bias[n]
+    m = b·T + gy·GW + gx (row-major tokens),  k = c·P² + i·P + j (the (c, i, j) patch-vector order)
+
+Backward: dW = dTokensᵀ·A and dbias = Σ_m dTokens re-gather A from the image (one kernel, fp32 accumulation, no
+atomics: every program owns its output tile); dImg = dTokens·W is scattered back through the same address map
+(patches do not overlap, so plain stores), computed only when the image requires a gradient.
+
+Operands are cast to the compute dtype (bf16 under bf16 autocast) in registers after loading; accumulation is
+fp32. The Triton interpreter mis-rounds bf16, so when interpreting the operands stay fp32 (kernels.md §5).
+Custom ops ``dip::patch_embed_fwd``, ``dip::patch_embed_bwd_weight``, ``dip::patch_embed_bwd_input`` with fakes.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from .registry import register
+from .triton_support import check_tensor, device_guard, rows_contiguous
+
+_TL = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _tiles(device: torch.device):
+    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps): tensor-core tiles on GPU, tiny tiles when interpreted."""
+    return (128, 128, 32, 8) if device.type == "cuda" else (16, 16, 16, 1)
+
+
+@triton.jit
+def _patch_rows(m, T, GW, P, s_b, s_h, s_w):
+    """Image offset of each token's patch origin (int64)."""
+    m = m.to(tl.int64)
+    tok = m % T
+    return (m // T) * s_b + (tok // GW) * P * s_h + (tok % GW) * P * s_w
+
+
+@triton.jit
+def _patch_cols(k, P, s_c, s_h, s_w):
+    """Image offset of patch-vector entry k = c·P² + i·P + j inside a patch."""
+    return (k // (P * P)) * s_c + ((k // P) % P) * s_h + (k % P) * s_w
+
+
+@triton.jit
+def _fwd_kernel(img_ptr, w_ptr, bias_ptr, out_ptr, M, N, K, T, GW, P, s_b, s_c, s_h, s_w,
+                COMPUTE: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_off = _patch_rows(rm, T, GW, P, s_b, s_h, s_w)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        rk = k0 + tl.arange(0, BLOCK_K)
+        a = tl.load(img_ptr + row_off[:, None] + _patch_cols(rk, P, s_c, s_h, s_w)[None, :],
+                    mask=(rm < M)[:, None] & (rk < K)[None, :], other=0.0)
+        w = tl.load(w_ptr + rn[None, :].to(tl.int64) * K + rk[:, None], mask=(rk < K)[:, None] & (rn < N)[None, :],
+                    other=0.0)
+        acc = tl.dot(a.to(COMPUTE), w.to(COMPUTE), acc, input_precision=PRECISION)
+    acc += tl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
+    out = out_ptr + rm[:, None].to(tl.int64) * N + rn[None, :]
+    tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=(rm < M)[:, None] & (rn < N)[None, :])
+
+
+@triton.jit
+def _bwd_weight_kernel(dout_ptr, img_ptr, dw_ptr, db_ptr, M, N, K, T, GW, P, s_b, s_c, s_h, s_w,
+                       COMPUTE: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rk = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    col_off = _patch_cols(rk, P, s_c, s_h, s_w)
+    acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
+    acc_b = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for m0 in range(0, M, BLOCK_M):
+        rm = m0 + tl.arange(0, BLOCK_M)
+        g = tl.load(dout_ptr + rm[None, :].to(tl.int64) * N + rn[:, None], mask=(rn < N)[:, None] & (rm < M)[None, :],
+                    other=0.0)  # (BLOCK_N, BLOCK_M) = dTokensᵀ tile
+        a = tl.load(img_ptr + _patch_rows(rm, T, GW, P, s_b, s_h, s_w)[:, None] + col_off[None, :],
+                    mask=(rm < M)[:, None] & (rk < K)[None, :], other=0.0)
+        acc = tl.dot(g.to(COMPUTE), a.to(COMPUTE), acc, input_precision=PRECISION)
+        acc_b += tl.sum(g.to(tl.float32), axis=1)
+    tl.store(dw_ptr + rn[:, None].to(tl.int64) * K + rk[None, :], acc.to(dw_ptr.dtype.element_ty),
+             mask=(rn < N)[:, None] & (rk < K)[None, :])
+    if tl.program_id(1) == 0:
+        tl.store(db_ptr + rn, acc_b.to(db_ptr.dtype.element_ty), mask=rn < N)
+
+
+@triton.jit
+def _bwd_input_kernel(dout_ptr, w_ptr, dimg_ptr, M, N, K, T, GW, P, s_b, s_c, s_h, s_w,
+                      COMPUTE: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rk = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    acc = tl.zeros([BLOCK_M, BLOCK_K], dtype=tl.float32)
+    for n0 in range(0, N, BLOCK_N):
+        rn = n0 + tl.arange(0, BLOCK_N)
+        g = tl.load(dout_ptr + rm[:, None].to(tl.int64) * N + rn[None, :], mask=(rm < M)[:, None] & (rn < N)[None, :],
+                    other=0.0)
+        w = tl.load(w_ptr + rn[:, None].to(tl.int64) * K + rk[None, :], mask=(rn < N)[:, None] & (rk < K)[None, :],
+                    other=0.0)
+        acc = tl.dot(g.to(COMPUTE), w.to(COMPUTE), acc, input_precision=PRECISION)
+    dst = dimg_ptr + _patch_rows(rm, T, GW, P, s_b, s_h, s_w)[:, None] + _patch_cols(rk, P, s_c, s_h, s_w)[None, :]
+    tl.store(dst, acc.to(dimg_ptr.dtype.element_ty), mask=(rm < M)[:, None] & (rk < K)[None, :])
+
+
+def _geometry(img: torch.Tensor, P: int):
+    B, C, H, W = img.shape
+    return B * (H // P) * (W // P), C * P * P, (H // P) * (W // P), W // P
+
+
+def _compute(dtype: torch.dtype) -> dict:
+    """Operand dtype and fp32 dot precision: fp32 operands when interpreting; TF32 only where torch allows it."""
+    tf32 = dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
+    return {"COMPUTE": tl.float32 if _interpreting() else _TL[dtype], "PRECISION": "tf32" if tf32 else "ieee"}
+
+
+@torch.library.custom_op("dip::patch_embed_fwd", mutates_args=())
+def patch_embed_fwd(img: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, patch_size: int,
+                    compute_dtype: torch.dtype) -> torch.Tensor:
+    """img (B, C, H, W) any strides → tokens (B, T, D) in ``compute_dtype``."""
+    M, K, T, GW = _geometry(img, patch_size)
+    N = weight.shape[0]
+    out = torch.empty(img.shape[0], T, N, device=img.device, dtype=compute_dtype)
+    bm, bn, bk, warps = _tiles(img.device)
+    with device_guard(img):
+        _fwd_kernel[(triton.cdiv(M, bm), triton.cdiv(N, bn))](
+            img, weight, bias, out, M, N, K, T, GW, patch_size, *img.stride(), **_compute(compute_dtype),
+            BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps)
+    return out
+
+
+@patch_embed_fwd.register_fake
+def _(img, weight, bias, patch_size, compute_dtype):
+    M, K, T, GW = _geometry(img, patch_size)
+    return img.new_empty(img.shape[0], T, weight.shape[0], dtype=compute_dtype)
+
+
+@torch.library.custom_op("dip::patch_embed_bwd_weight", mutates_args=())
+def patch_embed_bwd_weight(dout: torch.Tensor, img: torch.Tensor, weight: torch.Tensor, patch_size: int,
+                           compute_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dweight (D, C·P²), dbias (D,)) in the weight's dtype."""
+    M, K, T, GW = _geometry(img, patch_size)
+    N = weight.shape[0]
+    dw = torch.empty_like(weight)
+    db = torch.empty(N, device=weight.device, dtype=weight.dtype)
+    bm, bn, bk, warps = _tiles(img.device)
+    with device_guard(img):
+        _bwd_weight_kernel[(triton.cdiv(N, bn), triton.cdiv(K, bk))](
+            dout, img, dw, db, M, N, K, T, GW, patch_size, *img.stride(), **_compute(compute_dtype),
+            BLOCK_M=bk, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps)
+    return dw, db
+
+
+@patch_embed_bwd_weight.register_fake
+def _(dout, img, weight, patch_size, compute_dtype):
+    return torch.empty_like(weight), weight.new_empty(weight.shape[0])
+
+
+@torch.library.custom_op("dip::patch_embed_bwd_input", mutates_args=())
+def patch_embed_bwd_input(dout: torch.Tensor, weight: torch.Tensor, img_like: torch.Tensor, patch_size: int,
+                          compute_dtype: torch.dtype) -> torch.Tensor:
+    """dimg with the shape and dtype of ``img_like`` (contiguous)."""
+    M, K, T, GW = _geometry(img_like, patch_size)
+    N = weight.shape[0]
+    dimg = torch.empty(img_like.shape, device=img_like.device, dtype=img_like.dtype)
+    bm, bn, bk, warps = _tiles(img_like.device)
+    with device_guard(img_like):
+        _bwd_input_kernel[(triton.cdiv(M, bm), triton.cdiv(K, bk))](
+            dout, weight, dimg, M, N, K, T, GW, patch_size, *dimg.stride(), **_compute(compute_dtype),
+            BLOCK_M=bm, BLOCK_N=bk, BLOCK_K=bk, num_warps=warps)
+    return dimg
+
+
+@patch_embed_bwd_input.register_fake
+def _(dout, weight, img_like, patch_size, compute_dtype):
+    return torch.empty(img_like.shape, device=img_like.device, dtype=img_like.dtype)
+
+
+def _setup(ctx, inputs, output):
+    img, weight, _, patch_size, compute_dtype = inputs
+    ctx.patch_size, ctx.compute_dtype = patch_size, compute_dtype
+    ctx.save_for_backward(img, weight)
+
+
+def _backward(ctx, dout):
+    img, weight = ctx.saved_tensors
+    dout = rows_contiguous(dout).contiguous()
+    dimg = None
+    if ctx.needs_input_grad[0]:
+        dimg = patch_embed_bwd_input(dout, weight, img, ctx.patch_size, ctx.compute_dtype)
+    dw, db = patch_embed_bwd_weight(dout, img, weight, ctx.patch_size, ctx.compute_dtype)
+    return dimg, dw, db, None, None
+
+
+patch_embed_fwd.register_autograd(_backward, setup_context=_setup)
+
+
+@register("patch_embed", "triton")
+def patch_embed(img, weight, bias, patch_size):
+    """Triton twin of ``dip_kernels.patchify.patch_embed``: img (B, C, H, W) → tokens (B, T, D)."""
+    check_tensor("img", img, rank=4)
+    B, C, H, W = img.shape
+    if H % patch_size or W % patch_size:
+        raise ValueError(f"img height and width must be divisible by patch_size {patch_size}, got {H}×{W}")
+    check_tensor("weight", weight, rank=2, device=img.device)
+    if weight.shape[1] != C * patch_size**2:
+        raise ValueError(f"weight must be (D, C·P²) = (D, {C * patch_size**2}), got {tuple(weight.shape)}")
+    check_tensor("bias", bias, shape=(weight.shape[0],), device=img.device)
+    on = torch.is_autocast_enabled(img.device.type)
+    compute = torch.get_autocast_dtype(img.device.type) if on else torch.promote_types(img.dtype, weight.dtype)
+    return patch_embed_fwd(img, weight.contiguous(), bias, patch_size, compute)
