@@ -54,13 +54,13 @@ class PatchDetailerHead(nn.Module):
     def forward(self, img: torch.Tensor, context: torch.Tensor, ops) -> torch.Tensor:
         """img (B, C, H, W) noisy image, context (B, T, D) final DiT tokens → velocity image (B, C, H, W)."""
         B, _, H, W = img.shape
-        h = ops.patchify(img, self.patch_size)  # (N, C, P, P)
-        if self.channels_last:
-            h = h.contiguous(memory_format=torch.channels_last)
         skips = []
         for k in range(1, self.stages + 1):
             conv = getattr(self, f"enc{k}")[0]
-            skip, h = ops.detailer_encoder(h, conv.weight, conv.bias)
+            if k == 1:  # reads the image's patches directly
+                skip, h = ops.detailer_stem(img, self.patch_size, conv.weight, conv.bias, self.channels_last)
+            else:
+                skip, h = ops.detailer_encoder(h, conv.weight, conv.bias)
             skips.append(skip)
         conv = self.bottleneck[0]
         h = ops.detailer_bottleneck(h, context.reshape(-1, self.context_dim), conv.weight, conv.bias)

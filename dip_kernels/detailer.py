@@ -3,6 +3,8 @@
 Every patch is an independent tiny image (zero padding at its border). Op boundaries, chosen so that a kernel
 backend can fuse inside each stage without sharing buffers across ops (kernels.md §4: ops are functional):
 
+- ``detailer_stem``: the first encoder stage reading the noisy (B, C, H, W) image itself (no patchify copy in a
+  kernel backend; the reference patchifies).
 - ``detailer_encoder``: 3×3 conv + bias + SiLU → the skip, and its 2×2 max-pool (a second output).
 - ``detailer_bottleneck``: 1×1 conv + bias + SiLU on [pooled features, the patch's DiT token tiled to r×r].
 - ``detailer_decoder``: ConvTranspose 2×2/2 + bias, [up-sampled, skip] (in that order), 3×3 conv + bias + SiLU.
@@ -15,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .patchify import unpatchify
+from .patchify import patchify, unpatchify
 from .registry import register
 
 
@@ -24,6 +26,16 @@ def detailer_encoder(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) 
     """x (N, Cin, S, S) → skip = SiLU(conv3×3(x)) (N, Cout, S, S) and pooled = maxpool2×2(skip) (N, Cout, S/2, S/2)."""
     skip = F.silu(F.conv2d(x, weight, bias, padding=1))
     return skip, F.max_pool2d(skip, 2)
+
+
+@register("detailer_stem", "torch")
+def detailer_stem(img: torch.Tensor, patch_size: int, weight: torch.Tensor, bias: torch.Tensor,
+                  channels_last: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """img (B, C, H, W) → ``detailer_encoder`` of its (B·T, C, P, P) patches (NHWC memory when ``channels_last``)."""
+    x = patchify(img, patch_size)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return detailer_encoder(x, weight, bias)
 
 
 @register("detailer_bottleneck", "torch")
