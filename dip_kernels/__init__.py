@@ -10,7 +10,8 @@ from . import attention, block_boundary, detailer, final_context, patchify, qk_n
 from .registry import BACKENDS, KernelTable, check_backend, get_backend, implementations, ops, resolve, set_backend
 
 if importlib.util.find_spec("triton") is not None:
-    from . import block_boundary_triton, final_context_triton, patch_embed_triton, qk_norm_rope_triton, swiglu_triton  # noqa: F401,E501
+    from . import (block_boundary_triton, detailer_triton, final_context_triton, patch_embed_triton,  # noqa: F401
+                   qk_norm_rope_triton, swiglu_triton)
 
 __all__ = ["BACKENDS", "KernelTable", "check_backend", "get_backend", "implementations", "ops", "resolve",
            "set_backend"]

@@ -23,8 +23,8 @@ import triton
 import triton.language as tl
 
 from .registry import register
-from .triton_support import (activation_dtype, block_size, check_tensor, device_guard, reduction_chunks,
-                             rows_contiguous, rows_per_program, sum_partials)
+from .triton_support import (activation_dtype, block_size, cast_to, check_tensor, device_guard,
+                             reduction_chunks, rows_contiguous, rows_per_program, sum_partials)
 
 NORMS = {"rms": 0, "layer": 1}
 
@@ -44,7 +44,7 @@ def _fwd_kernel(x_ptr, br_ptr, gate_ptr, w_ptr, shift_ptr, scale_ptr, r_ptr, h_p
     if HAS_RES:
         br = tl.load(br_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         g = tl.load(gate_ptr + sample[:, None] * s_gate + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        r = (x + g * br).to(r_ptr.dtype.element_ty)
+        r = cast_to(x + g * br, r_ptr.dtype.element_ty)
         tl.store(r_ptr + offs, r, mask=mask)
         x = r.to(tl.float32)
     if LAYER:
@@ -61,7 +61,7 @@ def _fwd_kernel(x_ptr, br_ptr, gate_ptr, w_ptr, shift_ptr, scale_ptr, r_ptr, h_p
         n = n * tl.load(w_ptr + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
     sc = tl.load(scale_ptr + sample[:, None] * s_scale + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     sh = tl.load(shift_ptr + sample[:, None] * s_shift + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    tl.store(h_ptr + offs, (n * (1.0 + sc) + sh).to(h_ptr.dtype.element_ty), mask=mask)
+    tl.store(h_ptr + offs, cast_to(n * (1.0 + sc) + sh, h_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -108,10 +108,10 @@ def _bwd_kernel(dh_ptr, dr_ptr, r_ptr, br_ptr, gate_ptr, w_ptr, scale_ptr, mean_
         dx = dx * rstd[:, None]
         if HAS_DR:
             dx += tl.load(dr_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+        tl.store(dx_ptr + offs, cast_to(dx, dx_ptr.dtype.element_ty), mask=mask)
         if HAS_RES:
             br = tl.load(br_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-            tl.store(dbr_ptr + offs, (dx * g[None, :]).to(dbr_ptr.dtype.element_ty), mask=mask)
+            tl.store(dbr_ptr + offs, cast_to(dx * g[None, :], dbr_ptr.dtype.element_ty), mask=mask)
             acc_gate += tl.sum(dx * br, axis=0)
     part = (b * tl.num_programs(1) + chunk) * D + cols
     tl.store(p_shift_ptr + part, acc_shift, mask=cmask)

@@ -11,8 +11,8 @@ import triton
 import triton.language as tl
 
 from .registry import register
-from .triton_support import (activation_dtype, block_size, check_tensor, device_guard, reduction_chunks,
-                             rows_contiguous, rows_per_program, sum_partials)
+from .triton_support import (activation_dtype, block_size, cast_to, check_tensor, device_guard,
+                             reduction_chunks, rows_contiguous, rows_per_program, sum_partials)
 
 
 @triton.jit
@@ -27,7 +27,7 @@ def _fwd_kernel(x_ptr, br_ptr, gate_ptr, temb_ptr, s_ptr, M, T, D, s_gate, s_tem
     z += tl.load(gate_ptr + sample * s_gate + cols[None, :], mask=mask, other=0.0).to(tl.float32) * \
         tl.load(br_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     z += tl.load(temb_ptr + sample * s_temb + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    tl.store(s_ptr + offs, (z * tl.sigmoid(z)).to(s_ptr.dtype.element_ty), mask=mask)
+    tl.store(s_ptr + offs, cast_to(z * tl.sigmoid(z), s_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -52,8 +52,8 @@ def _bwd_kernel(ds_ptr, x_ptr, br_ptr, gate_ptr, temb_ptr, dx_ptr, dbr_ptr, p_ga
         sig = tl.sigmoid(z)
         dz = tl.load(ds_ptr + offs, mask=mask, other=0.0).to(tl.float32) * sig * (1.0 + z * (1.0 - sig))
         dz = tl.where(mask, dz, 0.0)
-        tl.store(dx_ptr + offs, dz.to(dx_ptr.dtype.element_ty), mask=mask)
-        tl.store(dbr_ptr + offs, (dz * g[None, :]).to(dbr_ptr.dtype.element_ty), mask=mask)
+        tl.store(dx_ptr + offs, cast_to(dz, dx_ptr.dtype.element_ty), mask=mask)
+        tl.store(dbr_ptr + offs, cast_to(dz * g[None, :], dbr_ptr.dtype.element_ty), mask=mask)
         acc_gate += tl.sum(dz * br, axis=0)
         acc_temb += tl.sum(dz, axis=0)
     part = (b * tl.num_programs(1) + chunk) * D + cols

@@ -9,26 +9,17 @@ atomics: every program owns its output tile); dImg = dTokens·W is scattered bac
 (patches do not overlap, so plain stores), computed only when the image requires a gradient.
 
 Operands are cast to the compute dtype (bf16 under bf16 autocast) in registers after loading; accumulation is
-fp32. The Triton interpreter mis-rounds bf16, so when interpreting the operands stay fp32 (kernels.md §5).
+fp32. Interpreted, operands are rounded to the compute dtype by hand and multiplied in fp32 (kernels.md §5).
 Custom ops ``dip::patch_embed_fwd``, ``dip::patch_embed_bwd_weight``, ``dip::patch_embed_bwd_input`` with fakes.
 """
 from __future__ import annotations
-
-import os
 
 import torch
 import triton
 import triton.language as tl
 
 from .registry import register
-from .triton_support import check_tensor, device_guard, rows_contiguous
-
-_TL = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
+from .triton_support import cast_to, check_tensor, device_guard, dot_args, operand, rows_contiguous
 
 def _tiles(device: torch.device):
     """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps): tensor-core tiles on GPU, tiny tiles when interpreted."""
@@ -51,7 +42,8 @@ def _patch_cols(k, P, s_c, s_h, s_w):
 
 @triton.jit
 def _fwd_kernel(img_ptr, w_ptr, bias_ptr, out_ptr, M, N, K, T, GW, P, s_b, s_c, s_h, s_w,
-                COMPUTE: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                COMPUTE: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
+                BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     row_off = _patch_rows(rm, T, GW, P, s_b, s_h, s_w)
@@ -62,15 +54,16 @@ def _fwd_kernel(img_ptr, w_ptr, bias_ptr, out_ptr, M, N, K, T, GW, P, s_b, s_c, 
                     mask=(rm < M)[:, None] & (rk < K)[None, :], other=0.0)
         w = tl.load(w_ptr + rn[None, :].to(tl.int64) * K + rk[:, None], mask=(rk < K)[:, None] & (rn < N)[None, :],
                     other=0.0)
-        acc = tl.dot(a.to(COMPUTE), w.to(COMPUTE), acc, input_precision=PRECISION)
+        acc = tl.dot(operand(a, COMPUTE, UPCAST), operand(w, COMPUTE, UPCAST), acc, input_precision=PRECISION)
     acc += tl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
     out = out_ptr + rm[:, None].to(tl.int64) * N + rn[None, :]
-    tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=(rm < M)[:, None] & (rn < N)[None, :])
+    tl.store(out, cast_to(acc, out_ptr.dtype.element_ty), mask=(rm < M)[:, None] & (rn < N)[None, :])
 
 
 @triton.jit
 def _bwd_weight_kernel(dout_ptr, img_ptr, dw_ptr, db_ptr, M, N, K, T, GW, P, s_b, s_c, s_h, s_w,
-                       COMPUTE: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                       COMPUTE: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
+                BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     rk = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
     col_off = _patch_cols(rk, P, s_c, s_h, s_w)
@@ -82,17 +75,18 @@ def _bwd_weight_kernel(dout_ptr, img_ptr, dw_ptr, db_ptr, M, N, K, T, GW, P, s_b
                     other=0.0)  # (BLOCK_N, BLOCK_M) = dTokensᵀ tile
         a = tl.load(img_ptr + _patch_rows(rm, T, GW, P, s_b, s_h, s_w)[:, None] + col_off[None, :],
                     mask=(rm < M)[:, None] & (rk < K)[None, :], other=0.0)
-        acc = tl.dot(g.to(COMPUTE), a.to(COMPUTE), acc, input_precision=PRECISION)
+        acc = tl.dot(operand(g, COMPUTE, UPCAST), operand(a, COMPUTE, UPCAST), acc, input_precision=PRECISION)
         acc_b += tl.sum(g.to(tl.float32), axis=1)
-    tl.store(dw_ptr + rn[:, None].to(tl.int64) * K + rk[None, :], acc.to(dw_ptr.dtype.element_ty),
+    tl.store(dw_ptr + rn[:, None].to(tl.int64) * K + rk[None, :], cast_to(acc, dw_ptr.dtype.element_ty),
              mask=(rn < N)[:, None] & (rk < K)[None, :])
     if tl.program_id(1) == 0:
-        tl.store(db_ptr + rn, acc_b.to(db_ptr.dtype.element_ty), mask=rn < N)
+        tl.store(db_ptr + rn, cast_to(acc_b, db_ptr.dtype.element_ty), mask=rn < N)
 
 
 @triton.jit
 def _bwd_input_kernel(dout_ptr, w_ptr, dimg_ptr, M, N, K, T, GW, P, s_b, s_c, s_h, s_w,
-                      COMPUTE: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                      COMPUTE: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
+                BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     rk = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
     acc = tl.zeros([BLOCK_M, BLOCK_K], dtype=tl.float32)
@@ -102,20 +96,14 @@ def _bwd_input_kernel(dout_ptr, w_ptr, dimg_ptr, M, N, K, T, GW, P, s_b, s_c, s_
                     other=0.0)
         w = tl.load(w_ptr + rn[:, None].to(tl.int64) * K + rk[None, :], mask=(rn < N)[:, None] & (rk < K)[None, :],
                     other=0.0)
-        acc = tl.dot(g.to(COMPUTE), w.to(COMPUTE), acc, input_precision=PRECISION)
+        acc = tl.dot(operand(g, COMPUTE, UPCAST), operand(w, COMPUTE, UPCAST), acc, input_precision=PRECISION)
     dst = dimg_ptr + _patch_rows(rm, T, GW, P, s_b, s_h, s_w)[:, None] + _patch_cols(rk, P, s_c, s_h, s_w)[None, :]
-    tl.store(dst, acc.to(dimg_ptr.dtype.element_ty), mask=(rm < M)[:, None] & (rk < K)[None, :])
+    tl.store(dst, cast_to(acc, dimg_ptr.dtype.element_ty), mask=(rm < M)[:, None] & (rk < K)[None, :])
 
 
 def _geometry(img: torch.Tensor, P: int):
     B, C, H, W = img.shape
     return B * (H // P) * (W // P), C * P * P, (H // P) * (W // P), W // P
-
-
-def _compute(dtype: torch.dtype) -> dict:
-    """Operand dtype and fp32 dot precision: fp32 operands when interpreting; TF32 only where torch allows it."""
-    tf32 = dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
-    return {"COMPUTE": tl.float32 if _interpreting() else _TL[dtype], "PRECISION": "tf32" if tf32 else "ieee"}
 
 
 @torch.library.custom_op("dip::patch_embed_fwd", mutates_args=())
@@ -128,7 +116,7 @@ def patch_embed_fwd(img: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
     bm, bn, bk, warps = _tiles(img.device)
     with device_guard(img):
         _fwd_kernel[(triton.cdiv(M, bm), triton.cdiv(N, bn))](
-            img, weight, bias, out, M, N, K, T, GW, patch_size, *img.stride(), **_compute(compute_dtype),
+            img, weight, bias, out, M, N, K, T, GW, patch_size, *img.stride(), **dot_args(compute_dtype),
             BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps)
     return out
 
@@ -150,7 +138,7 @@ def patch_embed_bwd_weight(dout: torch.Tensor, img: torch.Tensor, weight: torch.
     bm, bn, bk, warps = _tiles(img.device)
     with device_guard(img):
         _bwd_weight_kernel[(triton.cdiv(N, bn), triton.cdiv(K, bk))](
-            dout, img, dw, db, M, N, K, T, GW, patch_size, *img.stride(), **_compute(compute_dtype),
+            dout, img, dw, db, M, N, K, T, GW, patch_size, *img.stride(), **dot_args(compute_dtype),
             BLOCK_M=bk, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps)
     return dw, db
 
@@ -170,7 +158,7 @@ def patch_embed_bwd_input(dout: torch.Tensor, weight: torch.Tensor, img_like: to
     bm, bn, bk, warps = _tiles(img_like.device)
     with device_guard(img_like):
         _bwd_input_kernel[(triton.cdiv(M, bm), triton.cdiv(K, bk))](
-            dout, weight, dimg, M, N, K, T, GW, patch_size, *dimg.stride(), **_compute(compute_dtype),
+            dout, weight, dimg, M, N, K, T, GW, patch_size, *dimg.stride(), **dot_args(compute_dtype),
             BLOCK_M=bm, BLOCK_N=bk, BLOCK_K=bk, num_warps=warps)
     return dimg
 

@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 
 from .registry import register
-from .triton_support import activation_dtype, block_size, check_tensor, device_guard
+from .triton_support import activation_dtype, block_size, cast_to, check_tensor, device_guard
 
 BLOCK_T = 16
 
@@ -35,8 +35,8 @@ def _fwd_part(src, dst, w_ptr, c, s, mask, pairs, HD, eps):
     pmask = pairs < HD // 2
     n0 = x0 * rstd * tl.load(w_ptr + 2 * pairs, mask=pmask, other=0.0).to(tl.float32)[None, :]
     n1 = x1 * rstd * tl.load(w_ptr + 2 * pairs + 1, mask=pmask, other=0.0).to(tl.float32)[None, :]
-    tl.store(dst, (n0 * c - n1 * s).to(dst.dtype.element_ty), mask=mask)
-    tl.store(dst + 1, (n0 * s + n1 * c).to(dst.dtype.element_ty), mask=mask)
+    tl.store(dst, cast_to(n0 * c - n1 * s, dst.dtype.element_ty), mask=mask)
+    tl.store(dst + 1, cast_to(n0 * s + n1 * c, dst.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -53,7 +53,7 @@ def _fwd_kernel(qkv_ptr, qw_ptr, kw_ptr, cos_ptr, sin_ptr, q_ptr, k_ptr, v_ptr, 
     _fwd_part(src + D, k_ptr + dst, kw_ptr, c, s, mask, pairs, HD, eps)
     for odd in range(2):
         v = tl.load(src + 2 * D + odd, mask=mask, other=0.0)
-        tl.store(v_ptr + dst + odd, v.to(v_ptr.dtype.element_ty), mask=mask)
+        tl.store(v_ptr + dst + odd, cast_to(v, v_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -72,8 +72,8 @@ def _bwd_part(src, grad, dsrc, w_ptr, pw_ptr, c, s, mask, pairs, HD, eps):
     dn0 = dn0 * tl.load(w_ptr + 2 * pairs, mask=pmask, other=0.0).to(tl.float32)[None, :]
     dn1 = dn1 * tl.load(w_ptr + 2 * pairs + 1, mask=pmask, other=0.0).to(tl.float32)[None, :]
     proj = ((tl.sum(dn0 * x0, axis=1) + tl.sum(dn1 * x1, axis=1)) / HD)[:, None]
-    tl.store(dsrc, ((dn0 - x0 * proj) * rstd).to(dsrc.dtype.element_ty), mask=mask)
-    tl.store(dsrc + 1, ((dn1 - x1 * proj) * rstd).to(dsrc.dtype.element_ty), mask=mask)
+    tl.store(dsrc, cast_to((dn0 - x0 * proj) * rstd, dsrc.dtype.element_ty), mask=mask)
+    tl.store(dsrc + 1, cast_to((dn1 - x1 * proj) * rstd, dsrc.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -94,7 +94,7 @@ def _bwd_kernel(dq_ptr, dk_ptr, dv_ptr, qkv_ptr, qw_ptr, kw_ptr, cos_ptr, sin_pt
               mask, pairs, HD, eps)
     for odd in range(2):
         dv = tl.load(dv_ptr + grad + odd, mask=mask, other=0.0)
-        tl.store(dqkv_ptr + in_offs + 2 * D + odd, dv.to(dqkv_ptr.dtype.element_ty), mask=mask)
+        tl.store(dqkv_ptr + in_offs + 2 * D + odd, cast_to(dv, dqkv_ptr.dtype.element_ty), mask=mask)
 
 
 def _grid(M: int, H: int):

@@ -10,7 +10,7 @@ import triton
 import triton.language as tl
 
 from .registry import register
-from .triton_support import activation_dtype, check_tensor, device_guard, rows_contiguous
+from .triton_support import activation_dtype, cast_to, check_tensor, device_guard, rows_contiguous
 
 BLOCK_M, BLOCK_H = 8, 256
 
@@ -23,7 +23,7 @@ def _fwd_kernel(a_ptr, b_ptr, out_ptr, M, H, s_a, s_b, BLOCK_M: tl.constexpr, BL
     a = tl.load(a_ptr + rows[:, None] * s_a + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     b = tl.load(b_ptr + rows[:, None] * s_b + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     out = a * tl.sigmoid(a) * b
-    tl.store(out_ptr + rows[:, None] * H + cols[None, :], out.to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(out_ptr + rows[:, None] * H + cols[None, :], cast_to(out, out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -36,8 +36,8 @@ def _bwd_kernel(g_ptr, a_ptr, b_ptr, da_ptr, db_ptr, M, H, s_a, s_b, BLOCK_M: tl
     a = tl.load(a_ptr + rows[:, None] * s_a + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     b = tl.load(b_ptr + rows[:, None] * s_b + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     sig = tl.sigmoid(a)
-    tl.store(da_ptr + offs, (g * b * sig * (1.0 + a * (1.0 - sig))).to(da_ptr.dtype.element_ty), mask=mask)
-    tl.store(db_ptr + offs, (g * a * sig).to(db_ptr.dtype.element_ty), mask=mask)
+    tl.store(da_ptr + offs, cast_to(g * b * sig * (1.0 + a * (1.0 - sig)), da_ptr.dtype.element_ty), mask=mask)
+    tl.store(db_ptr + offs, cast_to(g * a * sig, db_ptr.dtype.element_ty), mask=mask)
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:

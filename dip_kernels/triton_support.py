@@ -3,11 +3,14 @@ deterministic second pass of per-program partial reductions (kernels.md §2–§
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 import triton
+import triton.language as tl
 
 FLOATS = (torch.float32, torch.float16, torch.bfloat16)
+_TL = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
 
 
 def check_tensor(name: str, t: torch.Tensor, *, rank: int | None = None, shape: tuple | None = None,
@@ -69,3 +72,31 @@ def reduction_chunks(t: torch.Tensor, batch: int, tokens: int, rows: int) -> int
 def sum_partials(partials: torch.Tensor, groups: int, dtype: torch.dtype) -> torch.Tensor:
     """Deterministic second pass: (groups·k, D) fp32 partials → (groups, D) sums in ``dtype``."""
     return partials.view(groups, -1, partials.shape[-1]).sum(1).to(dtype)
+
+
+@triton.jit
+def cast_to(x, dtype: tl.constexpr):
+    """Round x to ``dtype`` to nearest even. bf16 is rounded by hand: the Triton interpreter truncates, which biases
+    every sum of stored bf16 values toward zero; on a GPU this matches the hardware conversion bit for bit."""
+    if dtype == tl.bfloat16:
+        bits = x.to(tl.float32).to(tl.uint32, bitcast=True)
+        bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+        x = bits.to(tl.float32, bitcast=True)
+    return x.to(dtype)
+
+
+@triton.jit
+def operand(x, COMPUTE: tl.constexpr, UPCAST: tl.constexpr):
+    """A matmul operand in the compute dtype. ``UPCAST`` (set when interpreted, where ``tl.dot`` on bf16 is
+    wrong): round to the compute dtype exactly, then compute in fp32 (kernels.md §5)."""
+    if UPCAST:
+        return cast_to(x, COMPUTE).to(tl.float32)
+    return x.to(COMPUTE)
+
+
+def dot_args(dtype) -> dict:
+    """Kernel constexprs for matmul operands of ``dtype``: COMPUTE, UPCAST (interpreted) and the fp32 dot
+    precision (TF32 only where torch allows it)."""
+    tf32 = dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
+    return {"COMPUTE": _TL[dtype], "UPCAST": int(os.environ.get("TRITON_INTERPRET", "0") == "1"),
+            "PRECISION": "tf32" if tf32 else "ieee"}

@@ -41,3 +41,25 @@ def run_with_grads(fn, args, grads):
 def upcast(args):
     """fp64 leaf copies of tensor args (requires_grad kept)."""
     return [a.detach().double().requires_grad_(a.requires_grad) if isinstance(a, torch.Tensor) else a for a in args]
+
+
+class poisoned_allocations:
+    """Inside the block, new float tensors from torch.empty / empty_like / new_empty are NaN-filled, so an
+    element a kernel fails to write makes the result non-finite (kernels.md §2)."""
+
+    def __enter__(self):
+        self.saved = torch.empty, torch.empty_like, torch.Tensor.new_empty
+
+        def poison(fn):
+            def make(*args, **kwargs):
+                t = fn(*args, **kwargs)
+                return t.fill_(float("nan")) if t.is_floating_point() else t
+            return make
+
+        torch.empty, torch.empty_like = poison(self.saved[0]), poison(self.saved[1])
+        torch.Tensor.new_empty = poison(self.saved[2])
+        return self
+
+    def __exit__(self, *exc):
+        torch.empty, torch.empty_like, torch.Tensor.new_empty = self.saved
+        return False

@@ -1,0 +1,158 @@
+"""Op D (Triton Patch Detailer Head) against the fp64 reference: every layer type and the whole head, forward
+output and input / weight / bias gradients, with the √K-scaled parity rule and poisoned outputs."""
+import pytest
+import torch
+
+from dip.detailer_head import PatchDetailerHead
+from dip_kernels import KernelTable
+from dip_kernels import detailer as ref_d
+from dip_kernels import detailer_triton as tri_d
+from parity import assert_parity, inputs, poisoned_allocations, run_with_grads, upcast
+
+
+def channels_last(t):
+    return t.detach().contiguous(memory_format=torch.channels_last).requires_grad_(t.requires_grad)
+
+
+def compare(device, dtype, kernel_fn, ref_fn, args, grad_shapes, out_names, out_n, grad_names, grad_n):
+    """bf16 runs the way training does: bf16 activations, fp32 parameters, bf16 autocast. The fp64 reference takes
+    the inputs as autocast hands them to the convolutions (rounded to bf16): input quantisation is not kernel
+    error, and it would otherwise flip max-pool winners between near-equal values."""
+    grads = [inputs(*s, device=device, seed=50 + i) for i, s in enumerate(grad_shapes)]
+    low = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+    with poisoned_allocations(), low:
+        outs, got = run_with_grads(kernel_fn, args, grads)
+    with low:
+        e_outs, eager = run_with_grads(ref_fn, args, grads)
+    quantised = [a.detach().to(dtype).requires_grad_(a.requires_grad) for a in args]
+    r_outs, ref = run_with_grads(ref_fn, upcast(quantised), [g.double() for g in grads])
+    for name, k, e, r, n in zip(out_names, outs, e_outs, r_outs, out_n):
+        assert_parity(name, k, e, r, dtype, n=n)
+    for name, k, e, r, n in zip(grad_names, got, eager, ref, grad_n):
+        assert_parity(name, k, e, r, dtype, n=n)
+    return outs
+
+
+def weights(device, dtype, cout, cin, k, seed):
+    """fp32 parameters (master weights), whatever the activation dtype."""
+    w = (inputs(cout, cin, k, k, device=device, seed=seed) / (cin * k * k) ** 0.5).requires_grad_()
+    return w, (0.1 * inputs(cout, device=device, seed=seed + 1)).requires_grad_()
+
+
+DTYPES = [torch.float32, torch.bfloat16]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N,cin,cout,S", [(2, 5, 6, 8), (3, 4, 20, 2)])
+def test_encoder(device, dtype, N, cin, cout, S):
+    x = channels_last(inputs(N, cin, S, S, dtype=dtype, device=device, requires_grad=True))
+    w, b = weights(device, dtype, cout, cin, 3, 1)
+    outs = compare(device, dtype, tri_d.detailer_encoder, ref_d.detailer_encoder, [x, w, b],
+                   [(N, cout, S, S), (N, cout, S // 2, S // 2)], ["skip", "pooled"], [9 * cin] * 2,
+                   ["dx", "dweight", "dbias"], [9 * cout, N * S * S, N * S * S])
+    assert outs[0].is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("P,B,H,W", [(8, 1, 16, 8), (4, 2, 8, 12)])
+def test_stem_reads_the_image(device, dtype, P, B, H, W):
+    img = inputs(B, 3, H, W, device=device, requires_grad=True)
+    w, b = weights(device, dtype, 6, 3, 3, 2)
+    N = B * (H // P) * (W // P)
+    compare(device, dtype, lambda i, w, b: tri_d.detailer_stem(i, P, w, b),
+            lambda i, w, b: ref_d.detailer_stem(i, P, w, b), [img, w, b],
+            [(N, 6, P, P), (N, 6, P // 2, P // 2)], ["skip", "pooled"], [27, 27],
+            ["dimg", "dweight", "dbias"], [54, N * P * P, N * P * P])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("r", [1, 2])
+def test_bottleneck(device, dtype, r):
+    N, C, D = 3, 6, 10
+    pooled = channels_last(inputs(N, C, r, r, dtype=dtype, device=device, requires_grad=True))
+    ctx = inputs(N, D, dtype=dtype, device=device, seed=3, requires_grad=True)
+    w, b = weights(device, dtype, C, C + D, 1, 4)
+    compare(device, dtype, tri_d.detailer_bottleneck, ref_d.detailer_bottleneck, [pooled, ctx, w, b],
+            [(N, C, r, r)], ["y"], [C + D], ["dpooled", "dcontext", "dweight", "dbias"],
+            [C, C * r * r, N * r * r, N * r * r])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("r,cin,cs,cout", [(1, 6, 5, 4), (2, 4, 4, 3), (4, 3, 7, 5)])
+def test_decoder(device, dtype, r, cin, cs, cout):
+    N = 2
+    x = channels_last(inputs(N, cin, r, r, dtype=dtype, device=device, requires_grad=True))
+    skip = channels_last(inputs(N, cs, 2 * r, 2 * r, dtype=dtype, device=device, seed=5, requires_grad=True))
+    up_w, up_b = weights(device, dtype, cin, cin, 2, 6)
+    w, b = weights(device, dtype, cout, cin + cs, 3, 8)
+    compare(device, dtype, tri_d.detailer_decoder, ref_d.detailer_decoder, [x, skip, up_w, up_b, w, b],
+            [(N, cout, 2 * r, 2 * r)], ["y"], [9 * (cin + cs) + cin],
+            ["dx", "dskip", "dup_weight", "dup_bias", "dweight", "dbias"],
+            [9 * cout * cin, 9 * cout, N * r * r * 4, N * 4 * r * r, N * 4 * r * r, N * 4 * r * r])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_output_writes_the_image(device, dtype):
+    B, H, W, P, C = 2, 8, 12, 4, 5
+    N = B * (H // P) * (W // P)
+    y = channels_last(inputs(N, C, P, P, dtype=dtype, device=device, requires_grad=True))
+    w, b = weights(device, dtype, 3, C, 1, 9)
+    compare(device, dtype, lambda y, w, b: tri_d.detailer_output(y, w, b, B, H, W),
+            lambda y, w, b: ref_d.detailer_output(y, w, b, B, H, W), [y, w, b], [(B, 3, H, W)], ["image"], [C],
+            ["dy", "dweight", "dbias"], [3, N * P * P, N * P * P])
+
+
+@pytest.mark.parametrize("P", [8, 16, 32])
+def test_whole_head(device, P):
+    torch.manual_seed(0)
+    D = 8
+    head = PatchDetailerHead(P, D, base_width=4, max_width=16).to(device)
+    B, H, W = 1, 2 * P, P
+    img = inputs(B, 3, H, W, device=device)
+    ctx = inputs(B, (H // P) * (W // P), D, device=device, seed=1, requires_grad=True)
+    grad = inputs(B, 3, H, W, device=device, seed=2)
+    params = list(head.parameters())
+
+    def run(backend, dtype=torch.float32):
+        head.to(dtype)
+        ops = KernelTable(backend).on(device.type)
+        c = ctx.detach().to(dtype).requires_grad_()
+        out = head(img.to(dtype), c, ops)
+        grads = torch.autograd.grad(out, [c, *params], grad.to(dtype))
+        return out.detach(), grads
+
+    with poisoned_allocations():
+        out_k, g_k = run("triton")
+    out_e, g_e = run("torch")
+    out_r, g_r = run("torch", torch.float64)
+    head.float()
+    assert_parity("velocity", out_k, out_e, out_r, torch.float32, n=9 * 32)
+    names = ["dcontext"] + [n for n, _ in head.named_parameters()]
+    for name, k, e, r in zip(names, g_k, g_e, g_r):
+        assert_parity(name, k, e, r, torch.float32, n=B * H * W * 9)
+
+
+def test_errors():
+    x = inputs(2, 4, 8, 8)
+    with pytest.raises(ValueError, match=r"encoder weight must be \(Cout, 4, 3, 3\)"):
+        tri_d.detailer_encoder(x, inputs(6, 5, 3, 3), inputs(6))
+    with pytest.raises(ValueError, match=r"skip must be \(N, C, S, S\) square patches with S=16"):
+        tri_d.detailer_decoder(x, inputs(2, 4, 8, 8), inputs(4, 4, 2, 2), inputs(4), inputs(3, 8, 3, 3), inputs(3))
+    with pytest.raises(ValueError, match="divisible by patch_size 8"):
+        tri_d.detailer_stem(inputs(1, 3, 12, 16), 8, inputs(6, 3, 3, 3), inputs(6))
+
+
+def test_opcheck():
+    x = channels_last(inputs(2, 4, 4, 4, requires_grad=True))
+    w, b = weights("cpu", torch.float32, 6, 4, 3, 1)
+    torch.library.opcheck(tri_d.encoder_fwd, (x, w, b, 0, torch.float32))
+    pooled = channels_last(inputs(2, 6, 1, 1, requires_grad=True))
+    wb, bb = weights("cpu", torch.float32, 6, 9, 1, 2)
+    torch.library.opcheck(tri_d.bottleneck_fwd, (pooled, inputs(2, 3, requires_grad=True), wb, bb, torch.float32))
+    up_w, up_b = weights("cpu", torch.float32, 6, 6, 2, 3)
+    wd, bd = weights("cpu", torch.float32, 4, 6 + 4, 3, 4)
+    skip = channels_last(inputs(2, 4, 2, 2, requires_grad=True))
+    torch.library.opcheck(tri_d.decoder_fwd, (pooled, skip, up_w, up_b, wd, bd, torch.float32))
+    y = channels_last(inputs(4, 5, 2, 2, requires_grad=True))
+    wo, bo = weights("cpu", torch.float32, 3, 5, 1, 5)
+    torch.library.opcheck(tri_d.output_fwd, (y, wo, bo, 1, 4, 4, torch.float32))
