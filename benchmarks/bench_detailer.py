@@ -2,8 +2,10 @@
 
 Times the whole head, forward and forward+backward, for every implementation variant side by side in one run:
 eager NCHW, eager channels_last (cuDNN's preferred layout), torch.compile of the reference (and, on request,
-torch.compile mode="max-autotune"). Reports ms, TFLOP/s (model FLOPs below) against a dense GEMM measured in the
-same run, and ratios to eager NCHW; writes JSON. On CPU the numbers are CPU numbers (the script is exercised).
+torch.compile mode="max-autotune"), and each kernel backend that runs on the device (Triton). With
+``--per-layer`` it also times every stage op (stem, encoders, bottleneck, decoders, output) on the inputs it
+receives inside the head. Reports ms, TFLOP/s (model FLOPs below) against a dense GEMM measured in the same
+run, and ratios to eager NCHW; writes JSON. On CPU the numbers are CPU numbers (the script is exercised).
 
 FLOPs: 2·MACs of every conv / transposed conv at its real spatial size (padding taps not counted);
 forward+backward = 3 × forward.
@@ -24,7 +26,9 @@ from common import DTYPES, environment, gemm_tflops, print_table, time_ms, write
 
 from dip import create_model  # noqa: E402
 from dip.detailer_head import PatchDetailerHead  # noqa: E402
-from dip_kernels import KernelTable  # noqa: E402
+from dip_kernels import KernelTable, resolve  # noqa: E402
+
+STAGE_OPS = ("detailer_stem", "detailer_encoder", "detailer_bottleneck", "detailer_decoder", "detailer_output")
 
 
 def head_flops(head: PatchDetailerHead, patches: int) -> float:
@@ -54,25 +58,109 @@ def make_inputs(model, patches: int, device, dtype):
     return img, ctx.requires_grad_()
 
 
-def variants(head, ops, names):
-    """name → callable(img, ctx) for each requested implementation."""
-    def run(img, ctx):
-        return head(img, ctx, ops)
+def kernel_backends(device) -> list:
+    """Kernel backends whose every head op runs on ``device``."""
+    return [b for b in ("triton", "cuda") if all(resolve(op, b, device.type).used == b for op in STAGE_OPS)]
+
+
+def variants(head, device, names):
+    """name → (layout, callable(img, ctx)) for each requested implementation."""
+    reference = KernelTable("torch").on(device.type)
+
+    def with_ops(ops):
+        return lambda img, ctx: head(img, ctx, ops)
 
     table = {}
     for name in names:
         if name == "eager_nchw":
-            table[name] = ("NCHW", run)
+            table[name] = ("NCHW", with_ops(reference))
         elif name == "eager_channels_last":
-            table[name] = ("channels_last", run)
+            table[name] = ("channels_last", with_ops(reference))
         elif name == "compile":
-            table[name] = ("channels_last", torch.compile(run, dynamic=False))
+            table[name] = ("channels_last", torch.compile(with_ops(reference), dynamic=False))
         elif name == "max_autotune":
-            table[name] = ("channels_last", torch.compile(run, dynamic=False, mode="max-autotune"))
+            table[name] = ("channels_last", torch.compile(with_ops(reference), dynamic=False, mode="max-autotune"))
+        elif name in ("triton", "cuda"):
+            if name in kernel_backends(device):
+                table[name] = ("channels_last", with_ops(KernelTable(name).on(device.type)))
         else:
             raise ValueError(f"unknown variant {name!r}; expected eager_nchw, eager_channels_last, compile, "
-                             f"max_autotune")
+                             f"max_autotune, triton, cuda")
     return table
+
+
+class _Recorder:
+    """An ops namespace that runs the reference and records the first call of each head stage with its inputs."""
+
+    def __init__(self, ops):
+        self._ops, self.calls = ops, []
+
+    def __getattr__(self, name):
+        fn = getattr(self._ops, name)
+
+        def record(*args):
+            self.calls.append((name, args))
+            return fn(*args)
+        return record
+
+
+def stage_calls(head, img, ctx, device):
+    """[(label, op, args)] of every stage call inside one head forward (inputs detached, grads re-enabled)."""
+    recorder = _Recorder(KernelTable("torch").on(device.type))
+    with torch.no_grad():
+        head(img, ctx, recorder)
+    calls, enc, dec = [], 0, head.stages + 1
+    for op, args in recorder.calls:
+        if op in ("detailer_stem", "detailer_encoder"):
+            enc += 1
+            label = f"enc{enc}"
+        elif op == "detailer_decoder":
+            dec -= 1
+            label = f"up{dec}+dec{dec}"
+        else:
+            label = {"detailer_bottleneck": "bottleneck", "detailer_output": "out_conv"}[op]
+        args = tuple(a.detach().requires_grad_(a.is_floating_point() and not (op == "detailer_stem" and i == 0))
+                     if isinstance(a, torch.Tensor) else a for i, a in enumerate(args))  # the image needs no grad
+        calls.append((label, op, args))
+    return calls
+
+
+def time_fwd_bwd(fn, args, device, reps):
+    """(forward ms, forward+backward ms) of fn(*args), gradients w.r.t. its floating tensors and parameters."""
+    def outputs():
+        out = fn(*args)
+        return out if isinstance(out, tuple) else (out,)
+
+    def fwd():
+        with torch.no_grad():
+            fn(*args)
+
+    grads = [torch.randn_like(o) for o in outputs()]
+
+    def fwd_bwd():
+        torch.autograd.backward(outputs(), grads)
+
+    return time_ms(fwd, device, reps), time_ms(fwd_bwd, device, reps)
+
+
+def per_layer(head, img, ctx, device, reps, names):
+    """Rows of per-stage times for the requested variants (the stage op alone: eager channels_last, its
+    torch.compile / max-autotune, kernel backends that run here), speed-ups against the first variant."""
+    ref = KernelTable("torch").on(device.type)
+    makers = {"eager_channels_last": lambda op: getattr(ref, op),
+              "compile": lambda op: torch.compile(getattr(ref, op), dynamic=False),
+              "max_autotune": lambda op: torch.compile(getattr(ref, op), dynamic=False, mode="max-autotune")}
+    for backend in kernel_backends(device):
+        makers[backend] = lambda op, b=backend: getattr(KernelTable(b).on(device.type), op)
+    rows = []
+    for label, op, args in stage_calls(head, img, ctx, device):
+        base = None
+        for name in (n for n in names if n in makers):
+            fwd, both = time_fwd_bwd(makers[name](op), args, device, reps)
+            base = base or (fwd, both)
+            rows.append({"layer": label, "variant": name, "fwd ms": fwd, "fwd+bwd ms": both,
+                         "fwd speedup": base[0] / fwd, "fwd+bwd speedup": base[1] / both})
+    return rows
 
 
 def main(argv=None):
@@ -81,8 +169,10 @@ def main(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--patches", type=int, default=None, help="patches per step (default 8192 on CUDA, 64 on CPU)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default bf16 on CUDA, fp32 on CPU")
-    p.add_argument("--variants", default="eager_nchw,eager_channels_last,compile",
-                   help="comma list of eager_nchw, eager_channels_last, compile, max_autotune")
+    p.add_argument("--variants", default="eager_nchw,eager_channels_last,compile,triton,cuda",
+                   help="comma list of eager_nchw, eager_channels_last, compile, max_autotune, triton, cuda "
+                        "(kernel backends that cannot run here are left out)")
+    p.add_argument("--per-layer", action="store_true", help="also time every stage op")
     p.add_argument("--reps", type=int, default=None, help="timed repetitions (CPU; CUDA uses do_bench)")
     p.add_argument("--out", default=None, help="JSON output path")
     args = p.parse_args(argv)
@@ -97,7 +187,6 @@ def main(argv=None):
 
     model = create_model(args.preset)
     head = model.local_decoder.to(device, dtype)
-    ops = KernelTable("torch").on(device.type)
     img, ctx = make_inputs(model, patches, device, dtype)
     flops = head_flops(head, patches)
     gemm = gemm_tflops(device, dtype)
@@ -105,7 +194,7 @@ def main(argv=None):
           f"forward {flops / 1e12:.3f} TFLOP; dense GEMM {gemm:.1f} TFLOP/s in this run")
 
     rows = []
-    for name, (layout, fn) in variants(head, ops, args.variants.split(",")).items():
+    for name, (layout, fn) in variants(head, device, args.variants.split(",")).items():
         head.channels_last = layout == "channels_last"
         head.to(memory_format=torch.channels_last if head.channels_last else torch.contiguous_format)
         grad = torch.randn_like(img)
@@ -125,12 +214,18 @@ def main(argv=None):
         row["speedup"] = base["ms"] / row["ms"]
         row["%GEMM"] = 100 * row["TFLOP/s"] / gemm
     print_table(rows, ["variant", "mode", "ms", "TFLOP/s", "%GEMM", "speedup"])
+    layers = []
+    if args.per_layer:
+        head.to(memory_format=torch.channels_last)
+        head.channels_last = True
+        layers = per_layer(head, img, ctx, device, reps, args.variants.split(","))
+        print_table(layers, ["layer", "variant", "fwd ms", "fwd+bwd ms", "fwd speedup", "fwd+bwd speedup"])
     if device.type == "cpu":
         print("(CPU numbers: they exercise the script; absolute times only count on a GPU)")
     write_json(args.out, {"benchmark": "detailer_head", "preset": args.preset, "patches": patches,
                           "dtype": str(dtype), "forward_tflop": flops / 1e12, "gemm_tflops": gemm,
-                          "environment": environment(device), "rows": rows})
-    return rows
+                          "environment": environment(device), "rows": rows, "layers": layers})
+    return rows, layers
 
 
 if __name__ == "__main__":

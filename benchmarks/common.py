@@ -19,14 +19,14 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_ms(fn, device: torch.device, reps: int = 20, warmup: int = 3) -> float:
-    """Median milliseconds per call: CUDA events with L2 flushed (triton's do_bench) on GPU, wall clock on CPU."""
+def time_ms(fn, device: torch.device, reps: int = 20) -> float:
+    """Median milliseconds per call: CUDA events with L2 flushed (triton's do_bench, 25 ms warm-up, ≥100 ms of
+    repetitions) on GPU; wall clock after one warm-up call (compilation) on CPU."""
     if device.type == "cuda":
         from triton.testing import do_bench
 
-        return float(do_bench(fn, warmup=max(25, warmup), rep=max(100, reps), return_mode="median"))
-    for _ in range(warmup):
-        fn()
+        return float(do_bench(fn, warmup=25, rep=max(100, reps), return_mode="median"))
+    fn()
     samples = []
     for _ in range(reps):
         start = time.perf_counter()

@@ -40,9 +40,11 @@ for tier in $TIERS; do
     ops)
       step ops_adaln 240 python benchmarks/bench_adaln.py --out "$DIR/bench_adaln.json" ;;
     head)
-      step head_8k 150 python benchmarks/bench_detailer.py --patches 8192 --out "$DIR/bench_detailer_8k.json"
-      step head_64k 150 python benchmarks/bench_detailer.py --patches 65536 --variants eager_nchw,eager_channels_last,compile \
-        --out "$DIR/bench_detailer_64k.json" ;;
+      step head_8k 150 python benchmarks/bench_detailer.py --patches 8192 --per-layer --out "$DIR/bench_detailer_8k.json"
+      step head_64k 120 python benchmarks/bench_detailer.py --patches 65536 \
+        --variants eager_nchw,eager_channels_last,compile,triton --out "$DIR/bench_detailer_64k.json"
+      step head_autotune 180 python benchmarks/bench_detailer.py --patches 8192 --variants eager_channels_last,max_autotune,triton \
+        --out "$DIR/bench_detailer_8k_autotune.json" ;;
     model)
       # End-to-end benchmarks (benchmarks/bench_model.py) join this tier when they exist.
       [ -f benchmarks/bench_model.py ] && step model 240 python benchmarks/bench_model.py --out "$DIR/bench_model.json" ;;
