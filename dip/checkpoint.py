@@ -139,7 +139,8 @@ def load_weights(model: torch.nn.Module, path, *, which: str = "ema", strict: bo
                       unexpected=list(result.unexpected_keys))
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path`` (no torn files)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -168,7 +169,7 @@ def save_weights(path, state: dict, ema_state: dict | None = None) -> None:
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
 
-        _atomic_write(path, lambda tmp: save_file(flat, tmp))
+        atomic_write(path, lambda tmp: save_file(flat, tmp))
     else:
         payload = {"state_dict": flat} if ema_state is not None else flat
-        _atomic_write(path, lambda tmp: torch.save(payload, tmp))
+        atomic_write(path, lambda tmp: torch.save(payload, tmp))

@@ -110,8 +110,12 @@ class DiP(nn.Module):
             return checkpoint(block, *args, use_reentrant=False)
         return block(*args)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, C, H, W), t (B,), y (B,) or None (= the null class) → velocity (B, C, H, W)."""
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, *,
+                features_block: int = 0):
+        """x (B, C, H, W), t (B,), y (B,) or None (= the null class) → velocity (B, C, H, W).
+
+        ``features_block`` = k ≥ 1 also returns the residual stream after block k (B, T, D), for REPA (§6).
+        """
         y = validate_inputs(self, x, t, y)
         ops = self.kernels.on(x.device.type)
         B, _, H, W = x.shape
@@ -120,10 +124,14 @@ class DiP(nn.Module):
         t_emb = self.t_embedder(t)  # (B, D)
         c = F.silu(t_emb + self.y_embedder(y))  # (B, D)
         cos, sin = self._rope(H // P, W // P, x.device)
-        h, branch, gate = tokens, None, None
-        for block in self.blocks:
+        h, branch, gate, features = tokens, None, None, None
+        for k, block in enumerate(self.blocks, start=1):
             h, branch, gate = self._block(block, h, branch, gate, c, cos, sin, ops)
+            if k == features_block:
+                features = h + gate.unsqueeze(1) * branch  # the block's output, its last update applied
         if self.head == "dit":
-            return self.final_layer(h, branch, gate, c, ops, H, W)
-        s = ops.final_context(h, branch, gate, t_emb)  # (B, T, D): s = SiLU(x + t_emb)
-        return self.local_decoder(x, s, ops)
+            v = self.final_layer(h, branch, gate, c, ops, H, W)
+        else:
+            s = ops.final_context(h, branch, gate, t_emb)  # (B, T, D): s = SiLU(x + t_emb)
+            v = self.local_decoder(x, s, ops)
+        return (v, features) if features_block else v

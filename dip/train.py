@@ -1,0 +1,463 @@
+"""Train DiP (dip-model.md §6): ``python -m dip.train`` or ``torchrun --nproc_per_node N -m dip.train``.
+
+Defaults come from the preset's recipe: the paper's for the paper presets, and for DiP-T/8 (the default) a
+recipe that trains in minutes on a CPU on the embedded digits set. ``--dry-run`` prints the resolved config.
+
+Reproducibility: every random draw (data order, t, noise, label dropout) is a function of the seed and the
+global sample index, so a run does not depend on the number of ranks, and ``--resume auto`` continues exactly
+(bitwise on CPU). Checkpoints are written atomically and hold the model, EMA, optimizer, step, data position and
+RNG states. A non-finite loss or gradient skips the step, and is counted and logged.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from .checkpoint import atomic_write
+from .data import load_batch, open_dataset, sample_indices
+from .diffusion import flow_loss, interpolate, logit_normal_t, sample
+from .images import save_grid
+from .presets import PRESETS, create_model, recipe
+from .repa import DINOv2, Projector, encoder_input, repa_loss
+
+
+# ---------------------------------------------------------------------------------------------------- config
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dip-train", description="Train DiP (defaults: the preset's recipe).")
+    a = p.add_argument
+    a("--model", default="DiP-T/8", choices=sorted(PRESETS), help="preset (architecture + recipe)")
+    a("--data", default="digits", help="'digits' (embedded, no download), a shard folder, or an ImageFolder")
+    a("--out", default="runs/dip", help="run folder: checkpoints/, samples/, stats.jsonl, tensorboard/")
+    a("--image-size", type=int, help="default: the recipe's")
+    a("--batch", type=int, help="global batch (all ranks, all accumulation steps); default: the recipe's")
+    a("--accum", type=int, default=1, help="gradient-accumulation steps per optimizer step")
+    a("--steps", type=int, default=None, help="optimizer steps (default: unlimited with --minutes, else 1000)")
+    a("--minutes", type=float, default=None, help="wall-time budget; default 7 for DiP-T/8")
+    a("--lr", type=float)
+    a("--weight-decay", type=float)
+    a("--ema-decay", type=float)
+    a("--label-dropout", type=float)
+    a("--grad-clip", type=float, help="clip the global gradient norm (default: none, as the paper)")
+    a("--seed", type=int, default=0)
+    a("--precision", choices=["bf16", "fp32"], help="bf16 autocast (default on CUDA) or fp32 (default on CPU)")
+    a("--tf32", action=argparse.BooleanOptionalAction, default=True, help="TF32 matmuls on CUDA")
+    a("--compile", action="store_true", help="torch.compile the model")
+    a("--grad-checkpointing", action="store_true")
+    a("--kernels", default=None, choices=["torch", "triton", "cuda", "auto"], help="ops backend (default auto)")
+    a("--fsdp", action="store_true", help="shard parameters, gradients and optimizer state (FSDP2)")
+    a("--deterministic", action="store_true", help="deterministic algorithms (exact resume on GPU)")
+    a("--repa-encoder", default=None, help="DINOv2 ViT-B/14 weights (dinov2_vitb14_pretrain.pth); REPA off if absent")
+    a("--repa-weight", type=float)
+    a("--repa-block", type=int)
+    a("--resume", default="auto", help="'auto' (newest valid checkpoint in --out), a path, or 'none'")
+    a("--ckpt-every", type=int, default=500, help="steps between checkpoints (and one at the end)")
+    a("--keep", type=int, default=3, help="checkpoints kept")
+    a("--sample-every", type=int, default=1000, help="steps between PNG sample grids of the EMA model")
+    a("--log-every", type=int, default=20)
+    a("--tensorboard", action="store_true")
+    a("--dry-run", action="store_true", help="print the resolved config and exit")
+    a("--debug-nan-step", type=int, default=-1, help=argparse.SUPPRESS)  # tests: poison one step's loss
+    return p
+
+
+def resolve(args: argparse.Namespace) -> dict:
+    """The run's full config: CLI values, else the preset's recipe."""
+    r = recipe(args.model)
+    cfg = {k.replace("-", "_"): v for k, v in vars(args).items()}
+    defaults = {"image_size": r.image_size, "batch": r.global_batch, "lr": r.lr, "weight_decay": r.weight_decay,
+                "ema_decay": r.ema_decay, "label_dropout": r.label_dropout, "repa_weight": r.repa_weight,
+                "repa_block": r.repa_block,
+                "precision": "bf16" if torch.cuda.is_available() else "fp32",
+                "minutes": 7.0 if args.model == "DiP-T/8" and args.steps is None else None}
+    for k, v in defaults.items():
+        if cfg.get(k) is None:
+            cfg[k] = v
+    if cfg["steps"] is None and cfg["minutes"] is None:
+        cfg["steps"] = 1000
+    cfg["recipe"] = dataclasses.asdict(r)
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------------- pieces
+def init_distributed() -> tuple[int, int, torch.device]:
+    """(rank, world size, device) from torchrun's environment; gloo on CPU, NCCL on GPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+class EMA:
+    """fp32 exponential moving average of the parameters, updated with foreach lerp (one fused pass).
+    With warm-up the decay is min(decay, (1 + n)/(10 + n)) at update n."""
+
+    def __init__(self, model: torch.nn.Module, decay: float, warmup: bool):
+        self.decay, self.warmup, self.updates = decay, warmup, 0
+        self.names = [n for n, _ in model.named_parameters()]
+        self.shadow = [p.detach().float().clone() for p in model.parameters()]
+
+    def decay_now(self) -> float:
+        return min(self.decay, (1 + self.updates) / (10 + self.updates)) if self.warmup else self.decay
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        torch._foreach_lerp_(self.shadow, [p.detach().float() for p in model.parameters()], 1 - self.decay_now())
+        self.updates += 1
+
+    def state_dict(self) -> dict:
+        """The EMA weights under the model's parameter names (buffers are not averaged)."""
+        return {n: _full(t).cpu() for n, t in zip(self.names, self.shadow)}
+
+    def load_state_dict(self, state: dict, updates: int) -> None:
+        for n, t in zip(self.names, self.shadow):
+            _copy_into(t, state[n])
+        self.updates = updates
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of a (possibly FSDP-sharded) parameter."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
+def _copy_into(dst: torch.Tensor, full: torch.Tensor) -> None:
+    if hasattr(dst, "full_tensor"):  # DTensor shard: take our slice of the full tensor
+        from torch.distributed.tensor import distribute_tensor
+
+        full = distribute_tensor(full.to(dst.device, dst.dtype), dst.device_mesh, dst.placements)
+        dst.to_local().copy_(full.to_local())
+    else:
+        dst.copy_(full)
+
+
+def per_sample_draws(seed: int, indices: torch.Tensor, shape: tuple, device) -> tuple:
+    """(noise (B, *shape), logit-normal draw n (B,), dropout uniform u (B,)) for global sample ``indices``: each
+    sample's draws come from a generator seeded by (seed, its global index)."""
+    g = torch.Generator(device=device)
+    noise, n, u = [], [], []
+    for i in indices.tolist():
+        g.manual_seed((seed + 1) * 0x9E3779B1 + i)
+        noise.append(torch.randn(shape, generator=g, device=device))
+        n.append(torch.randn(1, generator=g, device=device))
+        u.append(torch.rand(1, generator=g, device=device))
+    return torch.stack(noise), torch.cat(n), torch.cat(u)
+
+
+def checkpoint_paths(out: Path) -> list[Path]:
+    """Checkpoints in ``out``, newest first."""
+    return sorted((out / "checkpoints").glob("step_*.pt"), reverse=True)
+
+
+def load_newest(out_or_path: str | Path, log) -> dict | None:
+    """The newest readable checkpoint (a truncated or corrupt one is reported and skipped)."""
+    path = Path(out_or_path)
+    candidates = [path] if path.is_file() else checkpoint_paths(path)
+    for candidate in candidates:
+        try:
+            return {**torch.load(candidate, map_location="cpu", weights_only=True), "_path": str(candidate)}
+        except Exception as err:  # truncated zip, bad pickle
+            log(f"skipping unreadable checkpoint {candidate}: {type(err).__name__}: {err}")
+    if path.is_file():
+        raise ValueError(f"{path} is not a readable dip training checkpoint")
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------- trainer
+class Trainer:
+    """One training run (all ranks run the same code; rank 0 writes files)."""
+
+    def __init__(self, cfg: dict):
+        self.cfg = cfg
+        self.rank, self.world, self.device = init_distributed()
+        if cfg["deterministic"]:
+            torch.use_deterministic_algorithms(True)
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg["tf32"]
+        torch.manual_seed(cfg["seed"])  # the initial weights
+        random.seed(cfg["seed"])
+        np.random.seed(cfg["seed"])
+        self.out = Path(cfg["out"])
+        self.data = open_dataset(cfg["data"], cfg["image_size"])
+        self.num_classes = len(self.data.classes)
+        per_step = cfg["batch"] // (self.world * cfg["accum"])
+        if per_step * self.world * cfg["accum"] != cfg["batch"]:
+            raise ValueError(f"--batch {cfg['batch']} must be divisible by world size × --accum = "
+                             f"{self.world * cfg['accum']}")
+        self.micro = per_step
+        model = create_model(cfg["model"], image_size=cfg["image_size"], num_classes=self.num_classes,
+                             kernels=cfg["kernels"], gradient_checkpointing=cfg["grad_checkpointing"])
+        self.model = model.to(self.device)
+        self.model.check_inputs = False  # inputs are built here; avoid a device sync per step
+        self.repa = self._repa()
+        params = list(self.model.parameters()) + (list(self.repa[0].parameters()) if self.repa else [])
+        self.train_model = self._wrap(self.model)
+        fused = {"fused": True} if self.device.type == "cuda" else {"foreach": True}
+        r = cfg["recipe"]
+        self.opt = torch.optim.AdamW(params, lr=cfg["lr"], betas=tuple(r["betas"]), weight_decay=cfg["weight_decay"],
+                                     **fused)
+        self.ema = EMA(self.model, cfg["ema_decay"], r["ema_warmup"])
+        self.step, self.skipped, self.resumed_from = 0, 0, None
+        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if cfg["precision"] == "bf16" \
+            else nullcontext()
+        self.writer = self._tensorboard()
+
+    # -------------------------------------------------------------------------------------- set-up helpers
+    def _repa(self):
+        if not self.cfg["repa_encoder"]:
+            return None
+        encoder = DINOv2.from_pretrained(self.cfg["repa_encoder"]).to(self.device)
+        return Projector(self.model.hidden_size, encoder.dim).to(self.device), encoder
+
+    def _wrap(self, model):
+        if self.cfg["fsdp"]:
+            from torch.distributed.fsdp import fully_shard
+
+            for block in model.blocks:
+                fully_shard(block)
+            fully_shard(model)
+            wrapped = model
+        elif self.world > 1:
+            wrapped = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        else:
+            wrapped = model
+        return torch.compile(wrapped) if self.cfg["compile"] else wrapped
+
+    def _tensorboard(self):
+        if not (self.cfg["tensorboard"] and self.rank == 0):
+            return None
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(self.out / "tensorboard")
+
+    def log(self, message: str) -> None:
+        if self.rank == 0:
+            tqdm.write(message)
+
+    # -------------------------------------------------------------------------------------- one step
+    def micro_batch(self, step: int, accum_index: int):
+        """This rank's samples of global batch ``step``: images, labels (with dropout), t, noise."""
+        start = step * self.cfg["batch"] + (accum_index * self.world + self.rank) * self.micro
+        g = torch.arange(start, start + self.micro)
+        x, y = load_batch(self.data, sample_indices(self.cfg["seed"], len(self.data), start, self.micro))
+        noise, n, u = per_sample_draws(self.cfg["seed"], g, tuple(x.shape[1:]), "cpu")
+        r = self.cfg["recipe"]
+        y = torch.where(u < self.cfg["label_dropout"], torch.full_like(y, self.num_classes), y)
+        t = logit_normal_t(n, r["t_mean"], r["t_std"])
+        return (x.to(self.device), y.to(self.device), t.to(self.device), noise.to(self.device))
+
+    def loss(self, x, y, t, eps):
+        xt = interpolate(x, eps, t)
+        with self.autocast:
+            if self.repa:
+                projector, encoder = self.repa
+                v, h = self.train_model(xt, t, y, features_block=self.cfg["repa_block"])
+                with torch.no_grad():
+                    z = encoder(encoder_input(x, int(h.shape[1] ** 0.5)))
+                extra = self.cfg["repa_weight"] * repa_loss(projector(h), z)
+            else:
+                v, extra = self.train_model(xt, t, y), 0.0
+        return flow_loss(v, x, eps) + extra
+
+    def train_step(self) -> tuple[float, bool]:
+        """One optimizer step over the global batch; returns (mean loss, applied)."""
+        accum = self.cfg["accum"]
+        total = 0.0
+        for a in range(accum):
+            batch = self.micro_batch(self.step, a)
+            sync = a == accum - 1 or not isinstance(self.train_model, torch.nn.parallel.DistributedDataParallel)
+            with nullcontext() if sync else self.train_model.no_sync():
+                loss = self.loss(*batch) / accum
+                if self.step == self.cfg["debug_nan_step"]:
+                    loss = loss * float("nan")
+                loss.backward()
+            total += loss.detach()
+        params = [p for group in self.opt.param_groups for p in group["params"]]
+        norm = torch.nn.utils.clip_grad_norm_(params, self.cfg["grad_clip"] or float("inf"))
+        ok = bool(torch.isfinite(norm)) and bool(torch.isfinite(total))
+        if ok:
+            self.opt.step()
+            self.ema.update(self.model)
+        else:
+            self.skipped += 1
+            self.log(f"step {self.step}: non-finite loss or gradient (loss {float(total):.4g}, grad norm "
+                     f"{float(norm):.4g}); step skipped ({self.skipped} so far)")
+        self.opt.zero_grad(set_to_none=True)
+        if self.world > 1:
+            dist.all_reduce(total)
+            total /= self.world
+        return float(total), ok
+
+    # -------------------------------------------------------------------------------------- checkpoints
+    def save(self) -> None:
+        if self.cfg["fsdp"]:
+            from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                                 get_optimizer_state_dict)
+
+            full = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            model_state = get_model_state_dict(self.model, options=full)
+            opt_state = get_optimizer_state_dict(self.model, self.opt, options=full)
+        else:
+            model_state, opt_state = self.model.state_dict(), self.opt.state_dict()
+        ema_state = self.ema.state_dict()
+        if self.rank != 0:
+            return
+        state = {"model": model_state, "ema": ema_state, "optimizer": opt_state, "step": self.step,
+                 "samples_seen": self.step * self.cfg["batch"], "skipped": self.skipped,
+                 "ema_updates": self.ema.updates, "config": json.dumps(self.cfg),
+                 "projector": self.repa[0].state_dict() if self.repa else {},
+                 "rng": {"torch": torch.get_rng_state(), "numpy": json.dumps(np.random.get_state()[1].tolist()),
+                         "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []}}
+        path = self.out / "checkpoints" / f"step_{self.step:08d}.pt"
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
+        for old in checkpoint_paths(self.out)[self.cfg["keep"]:]:
+            old.unlink()
+
+    def restore(self) -> None:
+        if self.cfg["resume"] == "none":
+            return
+        where = self.out if self.cfg["resume"] == "auto" else self.cfg["resume"]
+        state = load_newest(where, self.log)
+        if state is None:
+            return
+        if self.cfg["fsdp"]:
+            from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
+                                                                 set_optimizer_state_dict)
+
+            full = StateDictOptions(full_state_dict=True)
+            set_model_state_dict(self.model, state["model"], options=full)
+            set_optimizer_state_dict(self.model, self.opt, state["optimizer"], options=full)
+        else:
+            self.model.load_state_dict(state["model"])
+            self.opt.load_state_dict(state["optimizer"])
+        self.ema.load_state_dict(state["ema"], state["ema_updates"])
+        if self.repa and state["projector"]:
+            self.repa[0].load_state_dict(state["projector"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.step, self.skipped, self.resumed_from = state["step"], state["skipped"], state["_path"]
+        self.log(f"resumed from {state['_path']} at step {self.step}")
+
+    # -------------------------------------------------------------------------------------- samples
+    @torch.no_grad()
+    def ema_model(self):
+        """A copy of the model carrying the EMA weights (on rank 0's device)."""
+        model = create_model(self.cfg["model"], image_size=self.cfg["image_size"], num_classes=self.num_classes,
+                             kernels=self.cfg["kernels"]).to(self.device).eval()
+        model.load_state_dict(self.ema.state_dict())
+        return model
+
+    @torch.no_grad()
+    def sample_grid(self, per_class: int = 8) -> torch.Tensor:
+        """Class-balanced samples of the EMA model with the recipe's sampler; saved as a PNG grid."""
+        r, K = self.cfg["recipe"], self.num_classes
+        model = self.ema_model()
+        y = torch.arange(K).repeat(per_class).to(self.device)  # row i: one sample of every class
+        g = torch.Generator().manual_seed(self.cfg["seed"] + 1)
+        noise = torch.randn(len(y), 3, self.cfg["image_size"], self.cfg["image_size"], generator=g).to(self.device)
+        with self.autocast:
+            images = sample(model, noise, y, null_label=K, steps=r["sample_steps"], cfg_scale=r["cfg_scale"],
+                            interval=tuple(r["guidance_interval"]))
+        path = save_grid(images, self.out / "samples" / f"step_{self.step:08d}.png", nrow=K,
+                         upscale=max(1, 128 // self.cfg["image_size"]))
+        self.log(f"wrote {path}")
+        return images
+
+    # -------------------------------------------------------------------------------------- loop
+    def stop_now(self, started: float) -> bool:
+        """Steps or minutes exhausted (the decision is rank 0's, broadcast so that every rank stops together)."""
+        done = self.cfg["steps"] is not None and self.step >= self.cfg["steps"]
+        if self.cfg["minutes"] is not None and time.time() - started >= 60 * self.cfg["minutes"]:
+            done = True
+        if self.world > 1:
+            flag = torch.tensor([float(done)], device=self.device)
+            dist.broadcast(flag, 0)
+            done = bool(flag.item())
+        return done
+
+    def record(self, stats: dict) -> None:
+        if self.rank != 0:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / "stats.jsonl", "a") as f:
+            f.write(json.dumps(stats) + "\n")
+        if self.writer:
+            for k, v in stats.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self.writer.add_scalar(k, v, stats["step"])
+
+    def run(self) -> dict:
+        self.restore()
+        started, last_log, window_loss, window_n = time.time(), time.time(), 0.0, 0
+        total = self.cfg["steps"]
+        bar = tqdm(total=total, initial=self.step, disable=self.rank != 0, desc="train", dynamic_ncols=True)
+        while not self.stop_now(started):
+            loss, _ = self.train_step()
+            self.step += 1
+            bar.update(1)
+            if math.isfinite(loss):
+                window_loss, window_n = window_loss + loss, window_n + 1
+            if self.step % self.cfg["log_every"] == 0:
+                now = time.time()
+                stats = {"step": self.step, "loss": window_loss / max(window_n, 1),
+                         "img_per_s": self.cfg["log_every"] * self.cfg["batch"] / (now - last_log),
+                         "skipped": self.skipped, "lr": self.cfg["lr"], "ema_decay": self.ema.decay_now(),
+                         "mem_gb": torch.cuda.max_memory_allocated(self.device) / 2**30
+                         if self.device.type == "cuda" else 0.0, "elapsed_s": now - started}
+                self.record(stats)
+                bar.set_postfix(loss=f"{stats['loss']:.4f}", img_s=f"{stats['img_per_s']:.0f}")
+                last_log, window_loss, window_n = now, 0.0, 0
+            if self.step % self.cfg["ckpt_every"] == 0:
+                self.save()
+            if self.step % self.cfg["sample_every"] == 0 and self.rank == 0:
+                self.sample_grid()
+        bar.close()
+        self.save()
+        summary = {"steps": self.step, "skipped": self.skipped, "minutes": (time.time() - started) / 60}
+        if self.rank == 0:
+            images = self.sample_grid()
+            if self.cfg["data"] == "digits":
+                from .demo import digits_accuracy
+
+                labels = torch.arange(self.num_classes).repeat(len(images) // self.num_classes)
+                summary["digits_accuracy"] = digits_accuracy(images, labels)
+                self.log(f"class accuracy of the EMA samples (logistic regression on the real digits): "
+                         f"{summary['digits_accuracy']:.1%}")
+            self.record({"step": self.step, **summary})
+        if self.writer:
+            self.writer.close()
+        return summary
+
+
+def main(argv=None) -> dict:
+    cfg = resolve(parser().parse_args(argv))
+    if cfg["dry_run"]:
+        print(json.dumps(cfg, indent=2))
+        return cfg
+    trainer = Trainer(cfg)
+    try:
+        return trainer.run()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
