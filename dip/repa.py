@@ -110,12 +110,19 @@ class DINOv2(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=1e-6)
 
     @classmethod
-    def from_pretrained(cls, path, **kwargs) -> "DINOv2":
-        """Load a released DINOv2 state dict (e.g. ``dinov2_vitb14_pretrain.pth``) with ``weights_only=True``."""
+    def from_pretrained(cls, path) -> "DINOv2":
+        """Load a released DINOv2 state dict (e.g. ``dinov2_vitb14_pretrain.pth``, ``weights_only=True``); the size
+        (width, depth, patch, pre-training grid; 64-wide heads) is read off the tensors."""
         from .checkpoint import read_file
 
         state = read_file(path)
-        model = cls(**kwargs)
+        if "cls_token" not in state or "patch_embed.proj.weight" not in state:
+            raise ValueError(f"{path} is not a DINOv2 state dict (no cls_token / patch_embed.proj.weight)")
+        dim = state["cls_token"].shape[-1]
+        depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
+        grid = int((state["pos_embed"].shape[1] - 1) ** 0.5)
+        model = cls(dim=dim, depth=depth, heads=max(1, dim // 64), patch=state["patch_embed.proj.weight"].shape[-1],
+                    pretrain_grid=grid)
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as err:

@@ -66,6 +66,7 @@ def parser() -> argparse.ArgumentParser:
     a("--keep", type=int, default=3, help="checkpoints kept")
     a("--sample-every", type=int, default=1000, help="steps between PNG sample grids of the EMA model")
     a("--log-every", type=int, default=20)
+    a("--final-samples", type=int, default=8, help="samples per class in the final grid (0: none)")
     a("--tensorboard", action="store_true")
     a("--dry-run", action="store_true", help="print the resolved config and exit")
     a("--debug-nan-step", type=int, default=-1, help=argparse.SUPPRESS)  # tests: poison one step's loss
@@ -334,7 +335,9 @@ class Trainer:
     def restore(self) -> None:
         if self.cfg["resume"] == "none":
             return
-        where = self.out if self.cfg["resume"] == "auto" else self.cfg["resume"]
+        where = self.out if self.cfg["resume"] == "auto" else Path(self.cfg["resume"])
+        if where != self.out and not where.exists():
+            raise FileNotFoundError(f"--resume checkpoint not found: {where}")
         state = load_newest(where, self.log)
         if state is None:
             return
@@ -392,6 +395,16 @@ class Trainer:
             done = bool(flag.item())
         return done
 
+    @torch.no_grad()
+    def ranks_in_sync(self) -> bool:
+        """Whether every rank holds bitwise the same parameters (DDP's invariant), by all-gathered checksums."""
+        flat = torch.cat([p.detach().double().flatten() for p in self.model.parameters()])
+        mine = torch.stack([flat.sum(), (flat * torch.arange(len(flat), dtype=torch.float64,
+                                                              device=flat.device)).sum()])
+        every = [torch.zeros_like(mine) for _ in range(self.world)]
+        dist.all_gather(every, mine)
+        return all(torch.equal(every[0], other) for other in every[1:])
+
     def record(self, stats: dict) -> None:
         if self.rank != 0:
             return
@@ -407,11 +420,13 @@ class Trainer:
         self.restore()
         started, last_log, window_loss, window_n = time.time(), time.time(), 0.0, 0
         total = self.cfg["steps"]
-        bar = tqdm(total=total, initial=self.step, disable=self.rank != 0, desc="train", dynamic_ncols=True)
+        by_time = total is None  # a --minutes budget: the bar (and its ETA) counts seconds
+        bar = tqdm(total=int(60 * self.cfg["minutes"]) if by_time else total, initial=0 if by_time else self.step,
+                   unit="s" if by_time else "step", disable=self.rank != 0, desc="train", dynamic_ncols=True)
         while not self.stop_now(started):
             loss, _ = self.train_step()
             self.step += 1
-            bar.update(1)
+            bar.update(min(int(time.time() - started), bar.total) - bar.n if by_time else 1)
             if math.isfinite(loss):
                 window_loss, window_n = window_loss + loss, window_n + 1
             if self.step % self.cfg["log_every"] == 0:
@@ -431,8 +446,10 @@ class Trainer:
         bar.close()
         self.save()
         summary = {"steps": self.step, "skipped": self.skipped, "minutes": (time.time() - started) / 60}
-        if self.rank == 0:
-            images = self.sample_grid()
+        if self.world > 1 and not self.cfg["fsdp"]:
+            summary["ranks_in_sync"] = self.ranks_in_sync()
+        if self.rank == 0 and self.cfg["final_samples"]:
+            images = self.sample_grid(self.cfg["final_samples"])
             if self.cfg["data"] == "digits":
                 from .demo import digits_accuracy
 
@@ -440,7 +457,7 @@ class Trainer:
                 summary["digits_accuracy"] = digits_accuracy(images, labels)
                 self.log(f"class accuracy of the EMA samples (logistic regression on the real digits): "
                          f"{summary['digits_accuracy']:.1%}")
-            self.record({"step": self.step, **summary})
+        self.record({"step": self.step, **summary})
         if self.writer:
             self.writer.close()
         return summary

@@ -1,0 +1,136 @@
+"""Sample a trained DiP (dip-model.md §7): ``python -m dip.sample --ckpt CKPT`` or under torchrun.
+
+Reads our training checkpoints (EMA weights, config) and the authors' / plain weight files (``--model`` then names
+the preset). Labels are class-balanced (sample i has class i mod K); sample i's noise is seeded by (seed, i), so
+the images do not depend on the number of ranks or the batch size. Writes a PNG grid and/or the ADM evaluation
+suite's ``.npz`` (``arr_0`` uint8 N×H×W×3, ``arr_1`` labels).
+
+    python -m dip.sample --ckpt runs/dip/checkpoints/step_00002000.pt --num-samples 100 --grid
+    torchrun --nproc_per_node 8 -m dip.sample --ckpt DiP-XL-16.ckpt --model DiP-XL/16 --num-samples 50000 \\
+        --steps 100 --cfg 2.9 --interval 0.11 0.97 --npz --out samples/xl16
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from .checkpoint import extract_state_dict, read_file
+from .diffusion import sample, to_uint8
+from .images import save_grid, save_npz
+from .presets import PRESETS, create_model, recipe
+from .train import init_distributed
+
+
+def load_model(ckpt: str, model_name: str | None, which: str, kernels: str | None, device) -> torch.nn.Module:
+    """A DiP with the checkpoint's weights (EMA by default): our training checkpoint or a weights file."""
+    obj = read_file(ckpt)
+    if "ema" in obj and "config" in obj:  # dip.train checkpoint
+        cfg = json.loads(obj["config"])
+        data_classes = obj["ema"]["y_embedder.embedding_table.weight"].shape[0] - 1
+        model = create_model(model_name or cfg["model"], image_size=cfg["image_size"], num_classes=data_classes,
+                             kernels=kernels)
+        model.load_state_dict(obj["ema" if which == "ema" else "model"])
+    else:
+        state, _, _ = extract_state_dict(obj, which)
+        classes = state["y_embedder.embedding_table.weight"].shape[0] - 1
+        model = create_model(model_name or "DiP-XL/16", num_classes=classes, kernels=kernels)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as err:
+            raise ValueError(f"{ckpt} does not fit preset {model_name or 'DiP-XL/16'} (pass --model): {err}") from None
+    return model.to(device).eval()
+
+
+def sample_noise(seed: int, indices: list, shape: tuple) -> torch.Tensor:
+    """Per-sample noise: sample i from a generator seeded by (seed, i)."""
+    g = torch.Generator()
+    out = []
+    for i in indices:
+        g.manual_seed((seed + 1) * 0x632BE5AB + i)
+        out.append(torch.randn(shape, generator=g))
+    return torch.stack(out)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dip-sample", description=__doc__.split("\n\n")[0])
+    a = p.add_argument
+    a("--ckpt", required=True)
+    a("--model", default=None, choices=sorted(PRESETS), help="preset (default: the checkpoint's, else DiP-XL/16)")
+    a("--which", default="ema", choices=["ema", "raw"])
+    a("--num-samples", type=int, default=100)
+    a("--batch", type=int, default=64, help="per-rank batch")
+    a("--steps", type=int, help="default: the preset's recipe")
+    a("--cfg", type=float, help="guidance scale (default: the recipe's)")
+    a("--interval", type=float, nargs=2, help="guidance interval low high (default: the recipe's)")
+    a("--method", default="euler", choices=["euler", "heun", "sde"])
+    a("--shift", type=float, default=1.0, help="timestep shift")
+    a("--skip-uncond", action="store_true", help="skip the unconditional half outside the guidance interval")
+    a("--seed", type=int, default=0)
+    a("--precision", choices=["bf16", "fp32"], default=None, help="default bf16 on CUDA, fp32 on CPU")
+    a("--kernels", default=None, choices=["torch", "triton", "cuda", "auto"])
+    a("--out", default="samples")
+    a("--grid", action="store_true", help="write grid.png of the first samples (default when --npz is absent)")
+    a("--npz", action="store_true", help="write samples.npz in the ADM evaluation layout")
+    return p
+
+
+def main(argv=None) -> Path:
+    args = parser().parse_args(argv)
+    rank, world, device = init_distributed()
+    model = load_model(args.ckpt, args.model, args.which, args.kernels, device)
+    model.check_inputs = False
+    K = model.num_classes
+    preset = args.model or next((n for n, p in PRESETS.items() if p.model["patch_size"] == model.patch_size
+                                 and p.model["hidden_size"] == model.hidden_size), "DiP-XL/16")
+    r = recipe(preset)
+    steps, cfg_scale = args.steps or r.sample_steps, args.cfg if args.cfg is not None else r.cfg_scale
+    interval = tuple(args.interval) if args.interval else r.guidance_interval
+    precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    mine = list(range(rank, args.num_samples, world))
+    shape = (model.in_channels, model.image_size, model.image_size)
+    images, labels = [], []
+    for start in tqdm(range(0, len(mine), args.batch), disable=rank != 0, desc="sample"):
+        idx = mine[start:start + args.batch]
+        y = torch.tensor([i % max(K, 1) for i in idx], device=device) if K else torch.zeros(len(idx), dtype=torch.long,
+                                                                                          device=device)
+        with autocast:
+            x = sample(model, sample_noise(args.seed, idx, shape).to(device), y, null_label=K, steps=steps,
+                       cfg_scale=cfg_scale if K else 1.0, interval=interval, shift=args.shift, method=args.method,
+                       skip_uncond=args.skip_uncond, generator=torch.Generator().manual_seed(args.seed + idx[0]))
+        images.append(to_uint8(x).cpu())
+        labels.append(y.cpu())
+    images = torch.cat(images) if images else torch.empty(0, *shape, dtype=torch.uint8)
+    labels = torch.cat(labels) if labels else torch.empty(0, dtype=torch.long)
+    out = Path(args.out)
+    if world > 1:  # gather in sample order through per-rank files
+        save_npz(images, labels, out / f".part_{rank}.npz")
+        dist.barrier()
+        if rank == 0:
+            parts = [np.load(out / f".part_{k}.npz") for k in range(world)]
+            order = [i for k in range(world) for i in range(k, args.num_samples, world)]
+            images = torch.from_numpy(np.concatenate([p["arr_0"] for p in parts])).permute(0, 3, 1, 2)
+            labels = torch.from_numpy(np.concatenate([p["arr_1"] for p in parts]))
+            perm = torch.tensor(np.argsort(order))
+            images, labels = images[perm], labels[perm]
+            for k in range(world):
+                (out / f".part_{k}.npz").unlink()
+        dist.barrier()
+        dist.destroy_process_group()
+    if rank == 0:
+        if args.npz:
+            print(f"wrote {save_npz(images, labels if K else None, out / 'samples.npz')}")
+        if args.grid or not args.npz:
+            n = min(len(images), 10 * max(K, 1), 100)
+            print(f"wrote {save_grid(images[:n], out / 'grid.png', nrow=max(1, min(K, 10)) if K else 10)}")
+    return out
+
+
+if __name__ == "__main__":
+    main()

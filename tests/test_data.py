@@ -1,0 +1,57 @@
+"""Data: the ADM centre crop, ImageFolder and shards, the index-seeded order, the embedded digits."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dip.data import Digits, ImageFolder, Shards, center_crop, load_batch, open_dataset, prepare, sample_indices
+
+
+def test_center_crop_box_downsamples_then_bicubic_then_crops():
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 700, 3), dtype=np.uint8))
+    out = center_crop(image, 64)
+    assert out.shape == (64, 64, 3) and out.dtype == np.uint8
+    # 300×700 → box to 150×350 → 75×175 (short side < 128 stops) → bicubic to 64×149 → centre crop
+    box = image.resize((350, 150), Image.BOX).resize((175, 75), Image.BOX)
+    want = np.asarray(box.resize((round(175 * 64 / 75), 64), Image.BICUBIC))[:, 42:106]
+    np.testing.assert_array_equal(out, want)
+
+
+def make_folder(root, per_class=3):
+    rng = np.random.default_rng(1)
+    for c in ("cat", "ant"):
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    return root
+
+
+def test_image_folder_and_shards(tmp_path):
+    folder = ImageFolder(make_folder(tmp_path / "imgs"), 16)
+    assert folder.classes == ["ant", "cat"] and len(folder) == 6 and folder[0][0].shape == (16, 16, 3)
+    prepare(tmp_path / "imgs", tmp_path / "shards", 16, shard_size=4, workers=2)
+    shards = open_dataset(str(tmp_path / "shards"), 16)
+    assert isinstance(shards, Shards) and len(shards) == 6
+    for i in range(6):
+        np.testing.assert_array_equal(shards[i][0], folder[i][0])
+        assert shards[i][1] == folder[i][1]
+    with pytest.raises(ValueError, match="the model wants 32"):
+        open_dataset(str(tmp_path / "shards"), 32)
+    with pytest.raises(FileNotFoundError, match="image folder not found"):
+        open_dataset(str(tmp_path / "nothing"), 16)
+
+
+def test_sample_order_is_a_function_of_the_global_index():
+    whole = sample_indices(3, 10, 0, 35)
+    assert sorted(whole[:10].tolist()) == list(range(10)) and sorted(whole[10:20].tolist()) == list(range(10))
+    assert not torch.equal(whole[:10], whole[10:20])  # a new permutation each epoch
+    torch.testing.assert_close(torch.cat([sample_indices(3, 10, 0, 12), sample_indices(3, 10, 12, 23)]), whole)
+    assert not torch.equal(sample_indices(4, 10, 0, 10), whole[:10])
+
+
+def test_digits_and_batches():
+    pytest.importorskip("sklearn")
+    d = Digits(32)
+    assert len(d) == 1797 and d.classes[3] == "3"
+    x, y = load_batch(d, torch.tensor([0, 5]))
+    assert x.shape == (2, 3, 32, 32) and x.min() >= -1 and x.max() <= 1 and y.tolist() == [0, 5]

@@ -1,0 +1,103 @@
+"""Training end to end on CPU (dip-model.md §6): loss goes down, DDP matches one process, resume is exact,
+non-finite steps are skipped, corrupt checkpoints are passed over."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dip.train import main
+
+pytest.importorskip("sklearn")
+
+TINY = ["--model", "DiP-T/8", "--batch", "8", "--final-samples", "0", "--log-every", "1", "--sample-every", "100000",
+        "--minutes", "100"]
+
+
+def run(out, *extra):
+    return main([*TINY, "--out", str(out), *extra])
+
+
+def stats(out):
+    return [json.loads(line) for line in (Path(out) / "stats.jsonl").read_text().splitlines()]
+
+
+def newest(out):
+    return torch.load(sorted((Path(out) / "checkpoints").glob("step_*.pt"))[-1], weights_only=True)
+
+
+def same_state(a, b, exact=True):
+    assert a.keys() == b.keys()
+    for k in a:
+        if exact:
+            assert torch.equal(a[k], b[k]), k
+        else:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_dry_run_prints_the_resolved_recipe(capsys):
+    cfg = main(["--model", "DiP-XL/16", "--dry-run"])
+    assert cfg["lr"] == 1e-4 and cfg["weight_decay"] == 1e-3 and cfg["batch"] == 256 and cfg["ema_decay"] == 0.9999
+    assert json.loads(capsys.readouterr().out)["model"] == "DiP-XL/16"
+    demo = main(["--dry-run"])
+    assert demo["model"] == "DiP-T/8" and demo["lr"] == 2e-3 and demo["minutes"] == 7.0
+
+
+def test_loss_decreases(tmp_path):
+    run(tmp_path, "--steps", "40", "--batch", "16")
+    losses = [s["loss"] for s in stats(tmp_path) if "loss" in s]
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
+
+
+def test_resume_is_bitwise_exact(tmp_path):
+    run(tmp_path / "straight", "--steps", "6", "--ckpt-every", "3")
+    run(tmp_path / "split", "--steps", "3", "--ckpt-every", "3")
+    run(tmp_path / "split", "--steps", "6", "--ckpt-every", "3")  # --resume auto
+    a, b = newest(tmp_path / "straight"), newest(tmp_path / "split")
+    assert a["step"] == b["step"] == 6 and b["samples_seen"] == 48
+    for part in ("model", "ema"):
+        same_state(a[part], b[part])
+
+
+def test_non_finite_step_is_skipped_and_logged(tmp_path, capsys):
+    run(tmp_path, "--steps", "4", "--debug-nan-step", "2")
+    captured = capsys.readouterr()
+    assert "non-finite loss or gradient" in captured.out + captured.err
+    assert stats(tmp_path)[-1]["skipped"] == 1
+    assert all(torch.isfinite(v).all() for v in newest(tmp_path)["model"].values())
+
+
+def test_truncated_checkpoint_falls_back_to_an_older_one(tmp_path, capsys):
+    run(tmp_path / "straight", "--steps", "6", "--ckpt-every", "3")
+    run(tmp_path / "broken", "--steps", "6", "--ckpt-every", "3")
+    last = tmp_path / "broken" / "checkpoints" / "step_00000006.pt"
+    last.write_bytes(last.read_bytes()[:2000])
+    run(tmp_path / "broken", "--steps", "6", "--ckpt-every", "3")  # resumes from step 3, redoes 4…6
+    captured = capsys.readouterr()
+    assert "skipping unreadable checkpoint" in captured.out + captured.err
+    same_state(newest(tmp_path / "straight")["model"], newest(tmp_path / "broken")["model"])
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(last.read_bytes()[:2000])
+    with pytest.raises(ValueError, match="not a readable dip training checkpoint"):
+        run(tmp_path / "other", "--steps", "1", "--resume", str(bad))
+    with pytest.raises(FileNotFoundError, match="--resume checkpoint not found"):
+        run(tmp_path / "other", "--steps", "1", "--resume", str(last.with_name("step_00000007.pt")))
+
+
+def test_ddp_two_processes_match_one(tmp_path):
+    run(tmp_path / "one", "--steps", "4")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           "-m", "dip.train", *TINY, "--out", str(tmp_path / "two"), "--steps", "4"]
+    subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=300)
+    assert stats(tmp_path / "two")[-1]["ranks_in_sync"] is True
+    same_state(newest(tmp_path / "one")["model"], newest(tmp_path / "two")["model"], exact=False)
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path):
+    run(tmp_path / "big", "--steps", "3")
+    run(tmp_path / "accum", "--steps", "3", "--accum", "2")
+    same_state(newest(tmp_path / "big")["model"], newest(tmp_path / "accum")["model"], exact=False)
