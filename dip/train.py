@@ -208,8 +208,8 @@ class Trainer:
         self.model = model.to(self.device)
         self.model.check_inputs = False  # inputs are built here; avoid a device sync per step
         self.repa = self._repa()
+        self.train_model = self._wrap(self.model)  # before the optimizer: FSDP replaces the parameters
         params = list(self.model.parameters()) + (list(self.repa[0].parameters()) if self.repa else [])
-        self.train_model = self._wrap(self.model)
         fused = {"fused": True} if self.device.type == "cuda" else {"foreach": True}
         r = cfg["recipe"]
         self.opt = torch.optim.AdamW(params, lr=cfg["lr"], betas=tuple(r["betas"]), weight_decay=cfg["weight_decay"],

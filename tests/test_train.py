@@ -87,14 +87,25 @@ def test_truncated_checkpoint_falls_back_to_an_older_one(tmp_path, capsys):
         run(tmp_path / "other", "--steps", "1", "--resume", str(last.with_name("step_00000007.pt")))
 
 
+def torchrun(out, port, *extra):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+           "-m", "dip.train", *TINY, "--out", str(out), *extra]
+    subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, timeout=300)
+
+
 def test_ddp_two_processes_match_one(tmp_path):
     run(tmp_path / "one", "--steps", "4")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-           "-m", "dip.train", *TINY, "--out", str(tmp_path / "two"), "--steps", "4"]
-    subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=300)
+    torchrun(tmp_path / "two", 29533, "--steps", "4")
     assert stats(tmp_path / "two")[-1]["ranks_in_sync"] is True
     same_state(newest(tmp_path / "one")["model"], newest(tmp_path / "two")["model"], exact=False)
+
+
+def test_fsdp_matches_one_process_and_resumes(tmp_path):
+    run(tmp_path / "one", "--steps", "4")
+    torchrun(tmp_path / "fsdp", 29534, "--steps", "2", "--fsdp")
+    torchrun(tmp_path / "fsdp", 29535, "--steps", "4", "--fsdp")  # resumes the sharded optimizer state
+    for part in ("model", "ema"):
+        same_state(newest(tmp_path / "one")[part], newest(tmp_path / "fsdp")[part], exact=False)
 
 
 def test_gradient_accumulation_matches_one_big_batch(tmp_path):
