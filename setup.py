@@ -44,16 +44,12 @@ def gencode_flags(archs: str):
 
 
 class NvccBuildExt(build_ext):
-    """Compiles CUDA extensions with nvcc (objects in parallel, cudart static); skips them cleanly without nvcc."""
+    """Compiles CUDA extensions with nvcc (objects in parallel, cudart static)."""
 
     def build_extension(self, ext):
         if not getattr(ext, "is_cuda", False):
             return super().build_extension(ext)
         nvcc = find_nvcc()
-        if os.environ.get("DIP_SKIP_CUDA") == "1" or nvcc is None:
-            why = "DIP_SKIP_CUDA=1" if nvcc else "nvcc not found (set CUDA_HOME or put nvcc on PATH)"
-            print(f"dip: skipping the CUDA extension {ext.name}: {why}; the torch and Triton backends still work")
-            return None
         import pybind11
 
         out = Path(self.get_ext_fullpath(ext.name))
@@ -80,11 +76,18 @@ class NvccBuildExt(build_ext):
         return None
 
 
-def cuda_extension():
+def cuda_extensions():
+    """[the CUDA extension] when nvcc is found and DIP_SKIP_CUDA is not 1, else [] (saying why)."""
+    why = "DIP_SKIP_CUDA=1" if os.environ.get("DIP_SKIP_CUDA") == "1" else \
+        None if find_nvcc() else "nvcc not found (set CUDA_HOME or put nvcc on PATH)"
+    if why:
+        print(f"dip: building without the CUDA extension dip_kernels._cuda: {why}; the torch and Triton backends "
+              f"still work")
+        return []
     sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").glob("*.c*") if p.suffix in (".cu", ".cpp"))
     ext = Extension("dip_kernels._cuda", sources=sources)
     ext.is_cuda = True
-    return ext
+    return [ext]
 
 
 setup(
@@ -113,7 +116,7 @@ setup(
     },
     entry_points={"console_scripts": ["dip-train=dip.train:main", "dip-sample=dip.sample:main",
                                       "dip-data=dip.data:main"]},
-    ext_modules=[cuda_extension()],
+    ext_modules=cuda_extensions(),
     cmdclass={"build_ext": NvccBuildExt},
     zip_safe=False,
 )
