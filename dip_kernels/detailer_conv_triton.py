@@ -96,13 +96,19 @@ def _patch_base(n, T, GW, sb, sgy, sgx):
 
 
 @triton.jit
-def _pixels(m, SO, HALF, POOL_ORDER: tl.constexpr):
-    """(patch, y, x) of output rows m; window-major (the 4 pixels of each 2×2 window consecutive) if POOL_ORDER."""
+def _pixels(m, SO, HALF, NP, ORDER: tl.constexpr):
+    """(patch, y, x) of output rows m. ORDER 0: patch-major, pixels row-major; 1: window-major (the 4 pixels of
+    each 2×2 window consecutive, for the pool epilogue); 2: pixel-major (row m = pixel·NP + patch, so a tile sees
+    one pixel position of many patches and every tap is valid or padded for the whole tile: padded taps are
+    skipped, e.g. 5 of 9 at 2×2 and 44 of 144 at 4×4)."""
     m = m.to(tl.int64)
+    if ORDER == 2:
+        p = m // NP
+        return m % NP, p // SO, p % SO
     per = SO * SO
     n = m // per
     q = m % per
-    if POOL_ORDER:
+    if ORDER == 1:
         w = q // 4
         sub = q % 4
         y = (w // HALF) * 2 + sub // 2
@@ -118,17 +124,17 @@ def _conv_fwd_kernel(a_ptr, a_T, a_GW, a_sb, a_sgy, a_sgx, a_sy, a_sx, a_sc, CA,
                      b_ptr, b_T, b_GW, b_sb, b_sgy, b_sgx, b_sy, b_sx, b_sc, CB,
                      w_ptr, W_BASE, w_sy, w_sx, w_sk, w_sn, bias_ptr,
                      o_ptr, o_T, o_GW, o_sb, o_sgy, o_sgx, o_sy, o_sx, o_sc,
-                     pre_ptr, pool_ptr, idx_ptr, M, NCOL, COUT, SO, SI, HALF,
+                     pre_ptr, pool_ptr, idx_ptr, M, NCOL, COUT, SO, SI, HALF, NP,
                      KS: tl.constexpr, STRIDE: tl.constexpr, PAD: tl.constexpr, HAS_B: tl.constexpr,
                      HAS_BIAS: tl.constexpr, SILU: tl.constexpr, STORE_PRE: tl.constexpr, POOL: tl.constexpr,
-                     POOL_ORDER: tl.constexpr, SCATTER2: tl.constexpr, COMPUTE: tl.constexpr,
+                     ORDER: tl.constexpr, SCATTER2: tl.constexpr, COMPUTE: tl.constexpr,
                      UPCAST: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                      BLOCK_K: tl.constexpr):
     rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     rk = tl.arange(0, BLOCK_K)
     mmask, nmask = rm < M, rn < NCOL
-    n, y, x = _pixels(rm, SO, HALF, POOL_ORDER)
+    n, y, x = _pixels(rm, SO, HALF, NP, ORDER)
     a_base = _patch_base(n, a_T, a_GW, a_sb, a_sgy, a_sgx)
     b_base = _patch_base(n, b_T, b_GW, b_sb, b_sgy, b_sgx)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
@@ -136,24 +142,27 @@ def _conv_fwd_kernel(a_ptr, a_T, a_GW, a_sb, a_sgy, a_sgx, a_sy, a_sx, a_sc, CA,
         iy = y * STRIDE + (tap // KS - PAD)
         ix = x * STRIDE + (tap % KS - PAD)
         valid = mmask & (iy >= 0) & (iy < SI) & (ix >= 0) & (ix < SI)
-        w_tap = w_ptr + W_BASE + (tap // KS) * w_sy + (tap % KS) * w_sx
-        a_pix = a_base + iy * a_sy + ix * a_sx
-        for c0 in range(0, CA, BLOCK_K):
-            c = c0 + rk
-            src = tl.load(a_ptr + a_pix[:, None] + c[None, :] * a_sc, mask=valid[:, None] & (c < CA)[None, :],
-                          other=0.0)
-            w = tl.load(w_tap + c[:, None] * w_sk + rn[None, :] * w_sn, mask=(c < CA)[:, None] & nmask[None, :],
-                        other=0.0)
-            acc = tl.dot(operand(src, COMPUTE, UPCAST), operand(w, COMPUTE, UPCAST), acc, input_precision=PRECISION)
-        if HAS_B:
-            b_pix = b_base + iy * b_sy + ix * b_sx
-            for c0 in range(0, CB, BLOCK_K):
+        if tl.max(valid.to(tl.int32), axis=0) > 0:  # a tap padded for every row of the tile is skipped
+            w_tap = w_ptr + W_BASE + (tap // KS) * w_sy + (tap % KS) * w_sx
+            a_pix = a_base + iy * a_sy + ix * a_sx
+            for c0 in range(0, CA, BLOCK_K):
                 c = c0 + rk
-                src = tl.load(b_ptr + b_pix[:, None] + c[None, :] * b_sc, mask=valid[:, None] & (c < CB)[None, :],
+                src = tl.load(a_ptr + a_pix[:, None] + c[None, :] * a_sc, mask=valid[:, None] & (c < CA)[None, :],
                               other=0.0)
-                w = tl.load(w_tap + (CA + c)[:, None] * w_sk + rn[None, :] * w_sn,
-                            mask=(c < CB)[:, None] & nmask[None, :], other=0.0)
-                acc = tl.dot(operand(src, COMPUTE, UPCAST), operand(w, COMPUTE, UPCAST), acc, input_precision=PRECISION)
+                w = tl.load(w_tap + c[:, None] * w_sk + rn[None, :] * w_sn,
+                            mask=(c < CA)[:, None] & nmask[None, :], other=0.0)
+                acc = tl.dot(operand(src, COMPUTE, UPCAST), operand(w, COMPUTE, UPCAST), acc,
+                             input_precision=PRECISION)
+            if HAS_B:
+                b_pix = b_base + iy * b_sy + ix * b_sx
+                for c0 in range(0, CB, BLOCK_K):
+                    c = c0 + rk
+                    src = tl.load(b_ptr + b_pix[:, None] + c[None, :] * b_sc,
+                                  mask=valid[:, None] & (c < CB)[None, :], other=0.0)
+                    w = tl.load(w_tap + (CA + c)[:, None] * w_sk + rn[None, :] * w_sn,
+                                mask=(c < CB)[:, None] & nmask[None, :], other=0.0)
+                    acc = tl.dot(operand(src, COMPUTE, UPCAST), operand(w, COMPUTE, UPCAST), acc,
+                                 input_precision=PRECISION)
     if SCATTER2:  # columns (a, b, c) of a ConvTranspose 2×2/2
         co = rn % COUT
         col_off = (rn // (2 * COUT)) * o_sy + ((rn // COUT) % 2) * o_sx + co * o_sc
@@ -188,7 +197,7 @@ def _conv_fwd_kernel(a_ptr, a_T, a_GW, a_sb, a_sgy, a_sgx, a_sy, a_sx, a_sc, CA,
 def _conv_wgrad_kernel(a_ptr, a_T, a_GW, a_sb, a_sgy, a_sgx, a_sy, a_sx, a_sc, CA,
                        b_ptr, b_T, b_GW, b_sb, b_sgy, b_sgx, b_sy, b_sx, b_sc, CB,
                        g_ptr, g_T, g_GW, g_sb, g_sgy, g_sgx, g_sy, g_sx, g_sc,
-                       part_ptr, M, NCOL, COUT, SO, SI, M_PER_SPLIT,
+                       part_ptr, M, NCOL, COUT, SO, SI, NP, M_PER_SPLIT,
                        KS: tl.constexpr, STRIDE: tl.constexpr, PAD: tl.constexpr, HAS_B: tl.constexpr,
                        G_SCATTER2: tl.constexpr, COMPUTE: tl.constexpr, UPCAST: tl.constexpr,
                        PRECISION: tl.constexpr,
@@ -209,24 +218,26 @@ def _conv_wgrad_kernel(a_ptr, a_T, a_GW, a_sb, a_sgy, a_sgx, a_sy, a_sx, a_sc, C
     for m0 in range(split * M_PER_SPLIT, m_end, BLOCK_M):
         rm = m0 + tl.arange(0, BLOCK_M)
         mmask = rm < m_end
-        n, y, x = _pixels(rm, SO, 1, False)
+        n, y, x = _pixels(rm, SO, 1, NP, 2)  # pixel-major: blocks where this tap is padded are skipped
         iy = y * STRIDE + (tap // KS - PAD)
         ix = x * STRIDE + (tap % KS - PAD)
         valid = mmask & (iy >= 0) & (iy < SI) & (ix >= 0) & (ix < SI)
-        a_off = _patch_base(n, a_T, a_GW, a_sb, a_sgy, a_sgx) + iy * a_sy + ix * a_sx
-        src = tl.load(a_ptr + a_off[None, :] + c[:, None] * a_sc, mask=valid[None, :] & (c < CA)[:, None], other=0.0)
-        src = src.to(tl.float32)
-        if HAS_B:
-            b_off = _patch_base(n, b_T, b_GW, b_sb, b_sgy, b_sgx) + iy * b_sy + ix * b_sx
-            src += tl.load(b_ptr + b_off[None, :] + (c - CA)[:, None] * b_sc,
-                           mask=valid[None, :] & (c >= CA)[:, None] & (c < CIN)[:, None], other=0.0).to(tl.float32)
-        if G_SCATTER2:
-            g_pix = (2 * y) * g_sy + (2 * x) * g_sx
-        else:
-            g_pix = y * g_sy + x * g_sx
-        g_off = _patch_base(n, g_T, g_GW, g_sb, g_sgy, g_sgx) + g_pix
-        g = tl.load(g_ptr + g_off[:, None] + g_col[None, :], mask=mmask[:, None] & nmask[None, :], other=0.0)
-        acc = tl.dot(operand(src, COMPUTE, UPCAST), operand(g, COMPUTE, UPCAST), acc, input_precision=PRECISION)
+        if tl.max(valid.to(tl.int32), axis=0) > 0:
+            a_off = _patch_base(n, a_T, a_GW, a_sb, a_sgy, a_sgx) + iy * a_sy + ix * a_sx
+            src = tl.load(a_ptr + a_off[None, :] + c[:, None] * a_sc, mask=valid[None, :] & (c < CA)[:, None],
+                          other=0.0).to(tl.float32)
+            if HAS_B:
+                b_off = _patch_base(n, b_T, b_GW, b_sb, b_sgy, b_sgx) + iy * b_sy + ix * b_sx
+                src += tl.load(b_ptr + b_off[None, :] + (c - CA)[:, None] * b_sc,
+                               mask=valid[None, :] & (c >= CA)[:, None] & (c < CIN)[:, None],
+                               other=0.0).to(tl.float32)
+            if G_SCATTER2:
+                g_pix = (2 * y) * g_sy + (2 * x) * g_sx
+            else:
+                g_pix = y * g_sy + x * g_sx
+            g_off = _patch_base(n, g_T, g_GW, g_sb, g_sgy, g_sgx) + g_pix
+            g = tl.load(g_ptr + g_off[:, None] + g_col[None, :], mask=mmask[:, None] & nmask[None, :], other=0.0)
+            acc = tl.dot(operand(src, COMPUTE, UPCAST), operand(g, COMPUTE, UPCAST), acc, input_precision=PRECISION)
     row = ((split * KS * KS + tap) * CIN + c).to(tl.int64)
     tl.store(part_ptr + row[:, None] * NCOL + rn[None, :], acc, mask=(c < CIN)[:, None] & nmask[None, :])
 
@@ -237,7 +248,7 @@ def _act_bwd_kernel(g_ptr, pool_g_ptr, idx_ptr, pre_ptr, dpre_ptr, M, C, SO, HAL
     """dpre = (g + the pooled gradient routed to each window's saved argmax) · SiLU'(pre); contiguous NHWC."""
     rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     rc = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    n, y, x = _pixels(rm, SO, HALF, POOL)
+    n, y, x = _pixels(rm, SO, HALF, 1, POOL)  # window-major when pooling, else patch-major
     offs = ((n * SO + y) * SO + x)[:, None] * C + rc[None, :]
     mask = (rm < M)[:, None] & (rc < C)[None, :]
     d = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
@@ -270,10 +281,10 @@ def conv_fwd(a: Operand, b: Operand | None, w: torch.Tensor, w_strides: tuple, b
     _conv_fwd_kernel[grid](
         *a.args(), a.C, *b.args(), b.C, w, w_base, *w_strides, bias if bias is not None else dummy, *out.args(),
         pre if pre is not None else dummy, pool if pool is not None else dummy, argmax if pool is not None else dummy,
-        M, ncol, cout, so, si,
-        max(so // 2, 1), KS=ks, STRIDE=stride, PAD=pad, HAS_B=int(b.C > 0), HAS_BIAS=int(bias is not None),
-        SILU=int(silu), STORE_PRE=int(pre is not None), POOL=int(pool is not None),
-        POOL_ORDER=int(pool is not None and so >= 2), SCATTER2=int(scatter2), **dot_args(compute), **tiles)
+        M, ncol, cout, so, si, max(so // 2, 1), patches, KS=ks, STRIDE=stride, PAD=pad, HAS_B=int(b.C > 0),
+        HAS_BIAS=int(bias is not None), SILU=int(silu), STORE_PRE=int(pre is not None), POOL=int(pool is not None),
+        ORDER=1 if pool is not None and so >= 2 else (2 if ks > 1 else 0), SCATTER2=int(scatter2),
+        **dot_args(compute), **tiles)
 
 
 def conv_wgrad(a: Operand, b: Operand | None, g: Operand, *, patches: int, so: int, si: int, ncol: int, cout: int,
@@ -293,7 +304,8 @@ def conv_wgrad(a: Operand, b: Operand | None, g: Operand, *, patches: int, so: i
     splits = triton.cdiv(M, per_split)
     part = torch.empty(splits, ks * ks, cin, ncol, device=a.t.device, dtype=torch.float32)
     grid = (ks * ks * triton.cdiv(cin, tiles["BLOCK_K"]), triton.cdiv(ncol, tiles["BLOCK_N"]), splits)
-    _conv_wgrad_kernel[grid](*a.args(), a.C, *b.args(), b.C, *g.args(), part, M, ncol, cout, so, si, per_split,
+    _conv_wgrad_kernel[grid](*a.args(), a.C, *b.args(), b.C, *g.args(), part, M, ncol, cout, so, si, patches,
+                             per_split,
                              KS=ks, STRIDE=stride, PAD=pad, HAS_B=int(b.C > 0), G_SCATTER2=int(g_scatter2),
                              **dot_args(compute), **tiles)
     return part.sum(0)
