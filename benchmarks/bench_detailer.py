@@ -28,7 +28,8 @@ from dip import create_model  # noqa: E402
 from dip.detailer_head import PatchDetailerHead  # noqa: E402
 from dip_kernels import KernelTable, resolve  # noqa: E402
 
-STAGE_OPS = ("detailer_stem", "detailer_encoder", "detailer_bottleneck", "detailer_decoder", "detailer_output")
+STAGE_OPS = ("detailer_stem", "detailer_encoder", "detailer_bottleneck", "detailer_decoder",
+             "detailer_decoder_output")
 
 
 def head_flops(head: PatchDetailerHead, patches: int) -> float:
@@ -114,11 +115,11 @@ def stage_calls(head, img, ctx, device):
         if op in ("detailer_stem", "detailer_encoder"):
             enc += 1
             label = f"enc{enc}"
-        elif op == "detailer_decoder":
+        elif op in ("detailer_decoder", "detailer_decoder_output"):
             dec -= 1
-            label = f"up{dec}+dec{dec}"
+            label = f"up{dec}+dec{dec}" + ("+out_conv" if op == "detailer_decoder_output" else "")
         else:
-            label = {"detailer_bottleneck": "bottleneck", "detailer_output": "out_conv"}[op]
+            label = "bottleneck"
         args = tuple(a.detach().requires_grad_(a.is_floating_point() and not (op == "detailer_stem" and i == 0))
                      if isinstance(a, torch.Tensor) else a for i, a in enumerate(args))  # the image needs no grad
         calls.append((label, op, args))

@@ -64,7 +64,9 @@ class PatchDetailerHead(nn.Module):
             skips.append(skip)
         conv = self.bottleneck[0]
         h = ops.detailer_bottleneck(h, context.reshape(-1, self.context_dim), conv.weight, conv.bias)
-        for k in range(self.stages, 0, -1):
+        for k in range(self.stages, 1, -1):
             up, conv = getattr(self, f"up{k}"), getattr(self, f"dec{k}")[0]
             h = ops.detailer_decoder(h, skips[k - 1], up.weight, up.bias, conv.weight, conv.bias)
-        return ops.detailer_output(h, self.out_conv.weight, self.out_conv.bias, B, H, W)
+        up, conv, out = self.up1, self.dec1[0], self.out_conv  # the last stage writes the velocity image
+        return ops.detailer_decoder_output(h, skips[0], up.weight, up.bias, conv.weight, conv.bias, out.weight,
+                                           out.bias, B, H, W)

@@ -60,7 +60,8 @@ def guided_velocity(model: Model, x: torch.Tensor, t: float, y: torch.Tensor, nu
     B = x.shape[0]
     if cfg_scale == 1.0 or (skip_uncond and not guide):
         return model(x, torch.full((B,), t, device=x.device), y)
-    v = model(torch.cat([x, x]), torch.full((2 * B,), t, device=x.device), torch.cat([torch.full_like(y, null_label), y]))
+    labels = torch.cat([torch.full_like(y, null_label), y])
+    v = model(torch.cat([x, x]), torch.full((2 * B,), t, device=x.device), labels)
     v_u, v_c = v.chunk(2)
     return v_u + cfg_scale * (v_c - v_u) if guide else v_c
 

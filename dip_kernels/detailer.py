@@ -9,6 +9,8 @@ backend can fuse inside each stage without sharing buffers across ops (kernels.m
 - ``detailer_bottleneck``: 1×1 conv + bias + SiLU on [pooled features, the patch's DiT token tiled to r×r].
 - ``detailer_decoder``: ConvTranspose 2×2/2 + bias, [up-sampled, skip] (in that order), 3×3 conv + bias + SiLU.
 - ``detailer_output``: the 1×1 output conv + bias written straight into the (B, 3, H, W) velocity image.
+- ``detailer_decoder_output``: the last decoder stage followed by the output conv, one op so that a kernel
+  backend can run the output conv in the decoder's epilogue.
 
 Inputs may be NCHW or channels_last; every op keeps the memory format it is given.
 """
@@ -53,6 +55,15 @@ def detailer_decoder(x: torch.Tensor, skip: torch.Tensor, up_weight: torch.Tenso
     """x (N, Cin, r, r), skip (N, Cs, 2r, 2r) → SiLU(conv3×3([convT2×2(x), skip])) (N, Cout, 2r, 2r)."""
     up = F.conv_transpose2d(x, up_weight, up_bias, stride=2)
     return F.silu(F.conv2d(torch.cat([up, skip], dim=1), weight, bias, padding=1))
+
+
+@register("detailer_decoder_output", "torch")
+def detailer_decoder_output(x: torch.Tensor, skip: torch.Tensor, up_weight: torch.Tensor, up_bias: torch.Tensor,
+                            weight: torch.Tensor, bias: torch.Tensor, out_weight: torch.Tensor,
+                            out_bias: torch.Tensor, batch: int, height: int, width: int) -> torch.Tensor:
+    """``detailer_output(detailer_decoder(...))``: the last stage and the velocity image (B, 3, H, W)."""
+    y = detailer_decoder(x, skip, up_weight, up_bias, weight, bias)
+    return detailer_output(y, out_weight, out_bias, batch, height, width)
 
 
 @register("detailer_output", "torch")

@@ -122,14 +122,14 @@ def _pixels(m, SO, HALF, NP, ORDER: tl.constexpr):
 @triton.jit
 def _conv_fwd_kernel(a_ptr, a_T, a_GW, a_sb, a_sgy, a_sgx, a_sy, a_sx, a_sc, CA,
                      b_ptr, b_T, b_GW, b_sb, b_sgy, b_sgx, b_sy, b_sx, b_sc, CB,
-                     w_ptr, W_BASE, w_sy, w_sx, w_sk, w_sn, bias_ptr,
+                     w_ptr, W_BASE, w_sy, w_sx, w_sk, w_sn, bias_ptr, wo_ptr, bo_ptr, NOUT,
                      o_ptr, o_T, o_GW, o_sb, o_sgy, o_sgx, o_sy, o_sx, o_sc,
                      pre_ptr, pool_ptr, idx_ptr, M, NCOL, COUT, SO, SI, HALF, NP,
                      KS: tl.constexpr, STRIDE: tl.constexpr, PAD: tl.constexpr, HAS_B: tl.constexpr,
                      HAS_BIAS: tl.constexpr, SILU: tl.constexpr, STORE_PRE: tl.constexpr, POOL: tl.constexpr,
-                     ORDER: tl.constexpr, SCATTER2: tl.constexpr, COMPUTE: tl.constexpr,
+                     ORDER: tl.constexpr, SCATTER2: tl.constexpr, FUSE_OUT: tl.constexpr, COMPUTE: tl.constexpr,
                      UPCAST: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                     BLOCK_K: tl.constexpr):
+                     BLOCK_K: tl.constexpr, BLOCK_O: tl.constexpr):
     rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     rk = tl.arange(0, BLOCK_K)
@@ -179,9 +179,18 @@ def _conv_fwd_kernel(a_ptr, a_T, a_GW, a_sb, a_sgy, a_sgx, a_sy, a_sx, a_sc, CA,
         tl.store(pre_ptr + pix[:, None] * NCOL + rn[None, :], cast_to(acc, pre_ptr.dtype.element_ty), mask=mask)
     if SILU:
         acc = acc * tl.sigmoid(acc)
-    out = cast_to(acc, o_ptr.dtype.element_ty)
     o_base = _patch_base(n, o_T, o_GW, o_sb, o_sgy, o_sgx)
-    tl.store(o_ptr + (o_base + pix_off)[:, None] + col_off[None, :], out, mask=mask)
+    if FUSE_OUT:  # the output 1×1 conv on this tile's activations (all channels are here), written to the image
+        ro = tl.arange(0, BLOCK_O)
+        wo = tl.load(wo_ptr + rn[:, None] * NOUT + ro[None, :], mask=nmask[:, None] & (ro < NOUT)[None, :], other=0.0)
+        img = tl.dot(operand(tl.where(mask, acc, 0.0), COMPUTE, UPCAST), operand(wo, COMPUTE, UPCAST),
+                     tl.zeros([BLOCK_M, BLOCK_O], dtype=tl.float32), input_precision=PRECISION)
+        img += tl.load(bo_ptr + ro, mask=ro < NOUT, other=0.0).to(tl.float32)[None, :]
+        tl.store(o_ptr + (o_base + pix_off)[:, None] + (ro * o_sc)[None, :], cast_to(img, o_ptr.dtype.element_ty),
+                 mask=mmask[:, None] & (ro < NOUT)[None, :])
+    else:
+        out = cast_to(acc, o_ptr.dtype.element_ty)
+        tl.store(o_ptr + (o_base + pix_off)[:, None] + col_off[None, :], out, mask=mask)
     if POOL:  # window-major rows: each group of 4 is a window; pooled and argmax are contiguous NHWC
         v = tl.reshape(acc, (BLOCK_M // 4, 4, BLOCK_N))  # fp32 activations: the argmax is decided before rounding
         best = tl.max(v, axis=1)
@@ -268,23 +277,30 @@ def _act_bwd_kernel(g_ptr, pool_g_ptr, idx_ptr, pre_ptr, dpre_ptr, M, C, SO, HAL
 def conv_fwd(a: Operand, b: Operand | None, w: torch.Tensor, w_strides: tuple, bias: torch.Tensor | None,
              out: Operand, *, patches: int, so: int, si: int, ncol: int, cout: int, ks: int, stride: int, pad: int,
              silu: bool, compute: torch.dtype, pre: torch.Tensor | None = None, pool: torch.Tensor | None = None,
-             argmax: torch.Tensor | None = None, scatter2: bool = False, w_base: int = 0) -> None:
+             argmax: torch.Tensor | None = None, scatter2: bool = False, w_base: int = 0,
+             fuse_out: tuple | None = None) -> None:
     """Launch ``_conv_fwd_kernel``: out (and pre, pool with its int8 argmax) ← conv of [a | b] (module doc).
+    ``fuse_out`` = (weight (ncol, n_out) in the compute dtype, bias): ``out`` receives that 1×1 conv of the
+    activations instead of the activations (one program holds all ncol channels).
 
     ``w_strides`` = (ky, kx, input channel, output column) strides of ``w``, ``w_base`` its starting offset.
     """
     M = patches * so * so
     b = b or a._replace(C=0)
     tiles = _fwd_tiles(a.t.device)
+    if fuse_out is not None:
+        tiles["BLOCK_N"] = triton.next_power_of_2(max(ncol, 16))
     grid = (triton.cdiv(M, tiles["BLOCK_M"]), triton.cdiv(ncol, tiles["BLOCK_N"]))
     dummy = out.t
+    wo, bo = fuse_out if fuse_out is not None else (dummy, dummy)
     _conv_fwd_kernel[grid](
-        *a.args(), a.C, *b.args(), b.C, w, w_base, *w_strides, bias if bias is not None else dummy, *out.args(),
+        *a.args(), a.C, *b.args(), b.C, w, w_base, *w_strides, bias if bias is not None else dummy, wo, bo,
+        wo.shape[1] if fuse_out is not None else 0, *out.args(),
         pre if pre is not None else dummy, pool if pool is not None else dummy, argmax if pool is not None else dummy,
         M, ncol, cout, so, si, max(so // 2, 1), patches, KS=ks, STRIDE=stride, PAD=pad, HAS_B=int(b.C > 0),
         HAS_BIAS=int(bias is not None), SILU=int(silu), STORE_PRE=int(pre is not None), POOL=int(pool is not None),
         ORDER=1 if pool is not None and so >= 2 else (2 if ks > 1 else 0), SCATTER2=int(scatter2),
-        **dot_args(compute), **tiles)
+        FUSE_OUT=int(fuse_out is not None), BLOCK_O=16, **dot_args(compute), **tiles)
 
 
 def conv_wgrad(a: Operand, b: Operand | None, g: Operand, *, patches: int, so: int, si: int, ncol: int, cout: int,

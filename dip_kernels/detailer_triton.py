@@ -13,14 +13,15 @@ reference ops accept too. Inside each stage (kernels in ``detailer_conv_triton``
 Backward per stage: SiLU (and max-pool) backward from the saved pre-activation, dgrad as a conv with flipped,
 transposed weights, wgrad as split-K fp32 partials summed deterministically, bias gradients as fp32 sums.
 
-Not yet done (measured work for the GPU): the 2×2 stage's dense 4·Cin→4·Cout form and the 4×4 padded-tap skip,
-fusing the output conv into dec1's epilogue, and autotuned tile shapes.
+- last stage: the last decoder with the output conv1×1 in its epilogue (its activations are never stored).
+Padded taps are skipped (pixel-major tiles, see ``detailer_conv_triton``). Not yet done: autotuned tile shapes
+(they need the GPU).
 """
 from __future__ import annotations
 
 import torch
 
-from .detailer_conv_triton import act_bwd, broadcast, conv_fwd, conv_wgrad, image, nhwc_empty, patches
+from .detailer_conv_triton import Operand, act_bwd, broadcast, conv_fwd, conv_wgrad, image, nhwc_empty, patches
 from .registry import register
 from .triton_support import activation_dtype, check_tensor
 
@@ -210,21 +211,29 @@ def _up_weight(up_weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return up_weight.permute(0, 2, 3, 1).contiguous().to(dtype)
 
 
-@torch.library.custom_op("dip::detailer_decoder_fwd", mutates_args=())
-def decoder_fwd(x: torch.Tensor, skip: torch.Tensor, up_weight: torch.Tensor, up_bias: torch.Tensor,
-                weight: torch.Tensor, bias: torch.Tensor,
-                dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(y, up-sampled, pre-activation): y = SiLU(conv3×3([convT2×2(x), skip]))."""
+def _decoder_forward(x, skip, up_weight, up_bias, weight, bias, dtype, out: Operand | None, fuse_out=None):
+    """ConvTranspose into ``up``, then conv3×3 + SiLU over [up, skip] into ``out`` (or, with ``fuse_out``, the output
+    conv of it into the image operand ``out``). Returns (y or None, up, pre)."""
     N, cin, r, _ = x.shape
     cup, cout = up_weight.shape[1], weight.shape[0]
     up = nhwc_empty(N, cup, 2 * r, x, dtype)
     conv_fwd(patches(x), None, _up_weight(up_weight, dtype), (0, 0, 4 * cup, 1), up_bias, patches(up), patches=N,
              so=r, si=r, ncol=4 * cup, cout=cup, ks=1, stride=1, pad=0, silu=False, compute=dtype, scatter2=True)
-    y, pre = nhwc_empty(N, cout, 2 * r, x, dtype), nhwc_empty(N, cout, 2 * r, x, dtype)
+    pre = nhwc_empty(N, cout, 2 * r, x, dtype)
+    y = None if out is not None else nhwc_empty(N, cout, 2 * r, x, dtype)
     wk, ws = _conv_weight(weight, dtype)
-    conv_fwd(patches(up), patches(skip), wk, ws, bias, patches(y), patches=N, so=2 * r, si=2 * r, ncol=cout,
-             cout=cout, ks=3, stride=1, pad=1, silu=True, compute=dtype, pre=pre)
+    conv_fwd(patches(up), patches(skip), wk, ws, bias, out if out is not None else patches(y), patches=N, so=2 * r,
+             si=2 * r, ncol=cout, cout=cout, ks=3, stride=1, pad=1, silu=True, compute=dtype, pre=pre,
+             fuse_out=fuse_out)
     return y, up, pre
+
+
+@torch.library.custom_op("dip::detailer_decoder_fwd", mutates_args=())
+def decoder_fwd(x: torch.Tensor, skip: torch.Tensor, up_weight: torch.Tensor, up_bias: torch.Tensor,
+                weight: torch.Tensor, bias: torch.Tensor,
+                dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(y, up-sampled, pre-activation): y = SiLU(conv3×3([convT2×2(x), skip]))."""
+    return _decoder_forward(x, skip, up_weight, up_bias, weight, bias, dtype, None)
 
 
 @decoder_fwd.register_fake
@@ -235,12 +244,8 @@ def _(x, skip, up_weight, up_bias, weight, bias, dtype):
             nhwc_empty(N, cout, 2 * r, x, dtype))
 
 
-@torch.library.custom_op("dip::detailer_decoder_bwd", mutates_args=())
-def decoder_bwd(dy: torch.Tensor, x: torch.Tensor, skip: torch.Tensor, up_weight: torch.Tensor,
-                weight: torch.Tensor, up: torch.Tensor, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
-                                                                                    torch.Tensor, torch.Tensor,
-                                                                                    torch.Tensor, torch.Tensor]:
-    """(dx, d_skip, d_up_weight, d_up_bias, dweight, dbias)."""
+def _decoder_grads(dy, x, skip, up_weight, weight, up, pre):
+    """(dx, d_skip, d_up_weight, d_up_bias, dweight, dbias) from the gradient of the decoder's output."""
     N, cin, r, _ = x.shape
     cup, cs, cout = up.shape[1], skip.shape[1], weight.shape[0]
     dt = pre.dtype
@@ -264,12 +269,25 @@ def decoder_bwd(dy: torch.Tensor, x: torch.Tensor, skip: torch.Tensor, up_weight
             _weight_grad(dw, 3, cup + cs, cout, weight.dtype), _bias_grad(dpre, weight.dtype))
 
 
-@decoder_bwd.register_fake
-def _(dy, x, skip, up_weight, weight, up, pre):
+def _decoder_grad_fakes(x, skip, up_weight, weight, up, pre):
     N, cin, r, _ = x.shape
     d_skip = _split_channels(N, up.shape[1], skip.shape[1], 2 * r, x, pre.dtype)[2].to(skip.dtype)
     return (nhwc_empty(N, cin, r, x, x.dtype), d_skip, torch.empty_like(up_weight),
             up_weight.new_empty(up_weight.shape[1]), torch.empty_like(weight), weight.new_empty(weight.shape[0]))
+
+
+@torch.library.custom_op("dip::detailer_decoder_bwd", mutates_args=())
+def decoder_bwd(dy: torch.Tensor, x: torch.Tensor, skip: torch.Tensor, up_weight: torch.Tensor,
+                weight: torch.Tensor, up: torch.Tensor, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                    torch.Tensor, torch.Tensor,
+                                                                                    torch.Tensor, torch.Tensor]:
+    """(dx, d_skip, d_up_weight, d_up_bias, dweight, dbias)."""
+    return _decoder_grads(dy, x, skip, up_weight, weight, up, pre)
+
+
+@decoder_bwd.register_fake
+def _(dy, x, skip, up_weight, weight, up, pre):
+    return _decoder_grad_fakes(x, skip, up_weight, weight, up, pre)
 
 
 def _decoder_setup(ctx, inputs, output):
@@ -304,10 +322,8 @@ def _(y, weight, bias, batch, height, width, dtype):
     return y.new_empty(batch, weight.shape[0], height, width, dtype=dtype)
 
 
-@torch.library.custom_op("dip::detailer_output_bwd", mutates_args=())
-def output_bwd(d_img: torch.Tensor, y: torch.Tensor, weight: torch.Tensor,
-               dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dy, dweight, dbias), reading the image gradient through the patch addressing (no patchify copy)."""
+def _output_grads(d_img, y, weight, dtype):
+    """(dy, dweight, dbias) of the output conv, reading the image gradient through the patch addressing."""
     N, C, P, _ = y.shape
     cout = weight.shape[0]
     g = image(d_img, P)
@@ -319,6 +335,13 @@ def output_bwd(d_img: torch.Tensor, y: torch.Tensor, weight: torch.Tensor,
     dw = conv_wgrad(patches(y), None, g, patches=N, so=P, si=P, ncol=cout, cout=cout, ks=1, stride=1, pad=0,
                     compute=dtype)
     return dy, _weight_grad(dw, 1, C, cout, weight.dtype), _bias_grad(d_img, weight.dtype)
+
+
+@torch.library.custom_op("dip::detailer_output_bwd", mutates_args=())
+def output_bwd(d_img: torch.Tensor, y: torch.Tensor, weight: torch.Tensor,
+               dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dy, dweight, dbias)."""
+    return _output_grads(d_img, y, weight, dtype)
 
 
 @output_bwd.register_fake
@@ -339,6 +362,59 @@ def _output_backward(ctx, d_img):
 
 
 output_fwd.register_autograd(_output_backward, setup_context=_output_setup)
+
+
+# ---------------------------------------------------------------------------------------------------- last stage
+@torch.library.custom_op("dip::detailer_decoder_output_fwd", mutates_args=())
+def decoder_output_fwd(x: torch.Tensor, skip: torch.Tensor, up_weight: torch.Tensor, up_bias: torch.Tensor,
+                       weight: torch.Tensor, bias: torch.Tensor, out_weight: torch.Tensor, out_bias: torch.Tensor,
+                       batch: int, height: int, width: int,
+                       dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(image, up-sampled, pre-activation): the last decoder with the output 1×1 conv in its epilogue, writing the
+    (B, C, H, W) velocity image; its activations are never stored (the backward recomputes them from ``pre``)."""
+    img = torch.empty(batch, out_weight.shape[0], height, width, device=x.device, dtype=dtype)
+    wo = out_weight.view(out_weight.shape[0], -1).t().contiguous().to(dtype)  # (Cout, n_out)
+    _, up, pre = _decoder_forward(x, skip, up_weight, up_bias, weight, bias, dtype, image(img, 2 * x.shape[2]),
+                                  fuse_out=(wo, out_bias))
+    return img, up, pre
+
+
+@decoder_output_fwd.register_fake
+def _(x, skip, up_weight, up_bias, weight, bias, out_weight, out_bias, batch, height, width, dtype):
+    N, _, r, _ = x.shape
+    cup, cout = up_weight.shape[1], weight.shape[0]
+    return (x.new_empty(batch, out_weight.shape[0], height, width, dtype=dtype), nhwc_empty(N, cup, 2 * r, x, dtype),
+            nhwc_empty(N, cout, 2 * r, x, dtype))
+
+
+@torch.library.custom_op("dip::detailer_decoder_output_bwd", mutates_args=())
+def decoder_output_bwd(d_img: torch.Tensor, x: torch.Tensor, skip: torch.Tensor, up_weight: torch.Tensor,
+                       weight: torch.Tensor, out_weight: torch.Tensor, up: torch.Tensor,
+                       pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                   torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dx, d_skip, d_up_weight, d_up_bias, dweight, dbias, d_out_weight, d_out_bias)."""
+    y = _cl(torch.nn.functional.silu(pre.float()).to(pre.dtype))  # the activations the forward did not store
+    dy, d_out_w, d_out_b = _output_grads(d_img, y, out_weight, pre.dtype)
+    return (*_decoder_grads(dy, x, skip, up_weight, weight, up, pre), d_out_w, d_out_b)
+
+
+@decoder_output_bwd.register_fake
+def _(d_img, x, skip, up_weight, weight, out_weight, up, pre):
+    return (*_decoder_grad_fakes(x, skip, up_weight, weight, up, pre), torch.empty_like(out_weight),
+            out_weight.new_empty(out_weight.shape[0]))
+
+
+def _decoder_output_setup(ctx, inputs, output):
+    x, skip, up_weight, _, weight, _, out_weight, _, _, _, _, _ = inputs
+    _, up, pre = output
+    ctx.save_for_backward(x, skip, up_weight, weight, out_weight, up, pre)
+
+
+def _decoder_output_backward(ctx, d_img, _d_up, _d_pre):
+    return (*decoder_output_bwd(d_img, *ctx.saved_tensors), None, None, None, None)
+
+
+decoder_output_fwd.register_autograd(_decoder_output_backward, setup_context=_decoder_output_setup)
 
 
 # ---------------------------------------------------------------------------------------------------- entry points
@@ -390,13 +466,32 @@ def detailer_bottleneck(pooled, context, weight, bias):
 @register("detailer_decoder", "triton")
 def detailer_decoder(x, skip, up_weight, up_bias, weight, bias):
     """Triton twin of ``dip_kernels.detailer.detailer_decoder``."""
+    _check_decoder(x, skip, up_weight, up_bias, weight, bias)
+    y, _, _ = decoder_fwd(_cl(x), _cl(skip), up_weight, up_bias, weight, bias, activation_dtype(x, weight))
+    return y
+
+
+def _check_decoder(x, skip, up_weight, up_bias, weight, bias) -> None:
     _check_patches("x", x)
     _check_patches("skip", skip, 2 * x.shape[2])
     check_tensor("up weight", up_weight, shape=(x.shape[1], up_weight.shape[1], 2, 2), device=x.device)
     check_tensor("up bias", up_bias, shape=(up_weight.shape[1],), device=x.device)
     _check_conv("decoder", weight, bias, up_weight.shape[1] + skip.shape[1], 3, x.device)
-    y, _, _ = decoder_fwd(_cl(x), _cl(skip), up_weight, up_bias, weight, bias, activation_dtype(x, weight))
-    return y
+
+
+@register("detailer_decoder_output", "triton")
+def detailer_decoder_output(x, skip, up_weight, up_bias, weight, bias, out_weight, out_bias, batch, height, width):
+    """Triton twin of ``dip_kernels.detailer.detailer_decoder_output``: the last decoder with the output conv
+    fused into its epilogue, writing the velocity image."""
+    _check_decoder(x, skip, up_weight, up_bias, weight, bias)
+    _check_conv("output", out_weight, out_bias, weight.shape[0], 1, x.device)
+    P = 2 * x.shape[2]
+    if height % P or width % P or x.shape[0] != batch * (height // P) * (width // P):
+        raise ValueError(f"x must hold batch·(H/P)·(W/P) = {batch}·{height // P}·{width // P} patches, "
+                         f"got {tuple(x.shape)}")
+    img, _, _ = decoder_output_fwd(_cl(x), _cl(skip), up_weight, up_bias, weight, bias, out_weight, out_bias, batch,
+                                   height, width, activation_dtype(x, weight))
+    return img
 
 
 @register("detailer_output", "triton")

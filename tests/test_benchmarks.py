@@ -18,7 +18,7 @@ def test_bench_detailer_runs_and_writes_json(tmp_path):
     assert {r["variant"] for r in rows} == {"eager_nchw", "eager_channels_last", "triton"}  # triton interpreted
     assert all(r["ms"] > 0 for r in rows) and all(r["fwd ms"] > 0 for r in layers)
     assert [r["layer"] for r in layers if r["variant"] == "triton"] == [
-        "enc1", "enc2", "enc3", "bottleneck", "up3+dec3", "up2+dec2", "up1+dec1", "out_conv"]
+        "enc1", "enc2", "enc3", "bottleneck", "up3+dec3", "up2+dec2", "up1+dec1+out_conv"]
     payload = json.loads(out.read_text())
     assert payload["environment"]["torch"] and len(payload["rows"]) == 6
 

@@ -92,6 +92,26 @@ def test_decoder(device, dtype, r, cin, cs, cout):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_last_stage_fuses_the_output_conv(device, dtype):
+    B, H, W, r, cin, cs, cout = 2, 8, 12, 2, 5, 4, 6
+    N = B * (H // (2 * r)) * (W // (2 * r))
+    x = channels_last(inputs(N, cin, r, r, dtype=dtype, device=device, requires_grad=True))
+    skip = channels_last(inputs(N, cs, 2 * r, 2 * r, dtype=dtype, device=device, seed=5, requires_grad=True))
+    up_w, up_b = weights(device, dtype, cin, cin, 2, 6)
+    w, b = weights(device, dtype, cout, cin + cs, 3, 8)
+    out_w, out_b = weights(device, dtype, 3, cout, 1, 10)
+
+    def fn(ops):
+        return lambda x, skip, up_w, up_b, w, b, out_w, out_b: ops.detailer_decoder_output(
+            x, skip, up_w, up_b, w, b, out_w, out_b, B, H, W)
+
+    compare(device, dtype, fn(tri_d), fn(ref_d), [x, skip, up_w, up_b, w, b, out_w, out_b], [(B, 3, H, W)],
+            ["image"], [cout * 9 * (cin + cs)], ["dx", "dskip", "dup_weight", "dup_bias", "dweight", "dbias",
+                                                 "dout_weight", "dout_bias"],
+            [27 * cout * cin, 27 * cout, N * 16, N * 16, N * 16, N * 16, N * 16, N * 16])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_output_writes_the_image(device, dtype):
     B, H, W, P, C = 2, 8, 12, 4, 5
     N = B * (H // P) * (W // P)
@@ -156,3 +176,8 @@ def test_opcheck():
     y = channels_last(inputs(4, 5, 2, 2, requires_grad=True))
     wo, bo = weights("cpu", torch.float32, 3, 5, 1, 5)
     torch.library.opcheck(tri_d.output_fwd, (y, wo, bo, 1, 4, 4, torch.float32))
+    xo = channels_last(inputs(4, 6, 1, 1, requires_grad=True))
+    wl, bl = weights("cpu", torch.float32, 5, 6 + 4, 3, 6)
+    wo2, bo2 = weights("cpu", torch.float32, 3, 5, 1, 7)
+    torch.library.opcheck(tri_d.decoder_output_fwd, (xo, skip.detach().repeat(2, 1, 1, 1).requires_grad_(), up_w, up_b,
+                                                     wl, bl, wo2, bo2, 1, 4, 4, torch.float32))

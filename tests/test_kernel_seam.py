@@ -8,7 +8,7 @@ from dip_kernels import registry
 from dip_kernels.cuda_ext import extension, require
 
 SEAM_OPS = {"block_boundary", "modulated_norm", "qk_norm_rope", "final_context", "swiglu", "patch_embed", "patchify",
-            "detailer_stem",
+            "detailer_stem", "detailer_decoder_output",
             "unpatchify", "detailer_encoder", "detailer_bottleneck", "detailer_decoder", "detailer_output",
             "attention"}
 

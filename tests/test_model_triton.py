@@ -7,7 +7,8 @@ from conftest import model_inputs, tiny_model
 from parity import assert_parity
 
 TRITON_OPS = {"block_boundary", "modulated_norm", "qk_norm_rope", "final_context", "swiglu", "patch_embed",
-              "detailer_stem", "detailer_encoder", "detailer_bottleneck", "detailer_decoder", "detailer_output"}
+              "detailer_stem", "detailer_encoder", "detailer_bottleneck", "detailer_decoder", "detailer_output",
+              "detailer_decoder_output"}
 
 
 def run(model, x, t, y, grad):
