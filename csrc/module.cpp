@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 
 #include "common.cuh"
+#include "ops.h"
 
 namespace py = pybind11;
 
@@ -26,4 +27,6 @@ PYBIND11_MODULE(_cuda, m) {
   m.doc() = "dip CUDA kernels (torch-free): see csrc/ and dip_kernels/cuda_ext.py";
   m.def("device_count", &device_count, "Number of CUDA devices; raises RuntimeError naming the CUDA error.");
   m.def("runtime_version", &runtime_version, "CUDA runtime version the extension was built with.");
+  m.def("block_boundary_fwd", &dip::block_boundary_fwd, "Op A forward (see csrc/block_boundary.cu).");
+  m.def("block_boundary_bwd", &dip::block_boundary_bwd, "Op A backward (see csrc/block_boundary.cu).");
 }

@@ -11,8 +11,9 @@ sum over all rows (dweight) are fp32 per-program partials over a (sample, token-
 deterministic second pass: no atomics.
 
 Custom ops (functional, kernels.md §4): ``dip::block_boundary_fwd`` and ``dip::block_boundary_bwd``, each with a
-fake; autograd connects them. Unlike the reference (which reproduces the eager bf16 chain), the kernel rounds
-once per stored tensor.
+fake; autograd connects them. They serve both kernel backends: ``backend`` picks these Triton kernels or their
+CUDA twins (``block_boundary_cuda.py``), which keep the same buffers and reductions. Unlike the reference (which
+reproduces the eager bf16 chain), the kernels round once per stored tensor.
 """
 from __future__ import annotations
 
@@ -134,8 +135,8 @@ def _residual_dtype(x, branch, gate) -> torch.dtype:
 @torch.library.custom_op("dip::block_boundary_fwd", mutates_args=())
 def block_boundary_fwd(x: torch.Tensor, branch: Optional[torch.Tensor], gate: Optional[torch.Tensor],
                        weight: Optional[torch.Tensor], shift: torch.Tensor, scale: torch.Tensor, norm: int,
-                       eps: float, out_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                                                    torch.Tensor]:
+                       eps: float, out_dtype: torch.dtype, backend: str) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                  torch.Tensor, torch.Tensor]:
     """(r, h, mean, rstd); r is empty without a residual (branch None), mean is empty for RMSNorm."""
     B, T, D = x.shape
     has_res = branch is not None
@@ -143,6 +144,11 @@ def block_boundary_fwd(x: torch.Tensor, branch: Optional[torch.Tensor], gate: Op
     h = torch.empty(B, T, D, device=x.device, dtype=out_dtype)
     mean = torch.empty(B * T, device=x.device, dtype=torch.float32) if norm else _empty(x).float()
     rstd = torch.empty(B * T, device=x.device, dtype=torch.float32)
+    if backend == "cuda":
+        from .block_boundary_cuda import launch_fwd
+
+        launch_fwd(x, branch, gate, weight, shift, scale, r, h, mean, rstd, norm, eps)
+        return r, h, mean, rstd
     block_d = block_size(D)
     block_m = rows_per_program(block_d)
     with device_guard(x):
@@ -155,7 +161,7 @@ def block_boundary_fwd(x: torch.Tensor, branch: Optional[torch.Tensor], gate: Op
 
 
 @block_boundary_fwd.register_fake
-def _(x, branch, gate, weight, shift, scale, norm, eps, out_dtype):
+def _(x, branch, gate, weight, shift, scale, norm, eps, out_dtype, backend):
     B, T, D = x.shape
     r = torch.empty_like(x, dtype=_residual_dtype(x, branch, gate)) if branch is not None else _empty(x)
     mean = x.new_empty(B * T if norm else 0, dtype=torch.float32)
@@ -165,9 +171,9 @@ def _(x, branch, gate, weight, shift, scale, norm, eps, out_dtype):
 @torch.library.custom_op("dip::block_boundary_bwd", mutates_args=())
 def block_boundary_bwd(dh: torch.Tensor, dr: Optional[torch.Tensor], r: torch.Tensor, branch: Optional[torch.Tensor],
                        gate: Optional[torch.Tensor], weight: Optional[torch.Tensor], shift: torch.Tensor,
-                       scale: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor,
-                       norm: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                                           torch.Tensor]:
+                       scale: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, norm: int,
+                       backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                              torch.Tensor]:
     """(dx, dbranch, dgate, dweight, dshift, dscale); absent inputs get empty gradients."""
     B, T, D = r.shape
     has_res, has_w = branch is not None, weight is not None
@@ -177,6 +183,20 @@ def block_boundary_bwd(dh: torch.Tensor, dr: Optional[torch.Tensor], r: torch.Te
     block_m = rows_per_program(block_d)
     chunks = reduction_chunks(r, B, T, block_m)
     parts = torch.empty(4, B * chunks, D, device=r.device, dtype=torch.float32)
+    if backend == "cuda":
+        from .block_boundary_cuda import launch_bwd
+
+        launch_bwd(dh, dr, r, branch, gate, weight, scale, mean, rstd, dx, dbr, parts, chunks, norm)
+    else:
+        _launch_bwd(dh, dr, r, branch, gate, weight, scale, mean, rstd, dx, dbr, parts, chunks, norm, block_m, block_d)
+    dgate = sum_partials(parts[0], B, gate.dtype) if has_res else _empty(r)
+    dw = parts[3].sum(0).to(weight.dtype) if has_w else _empty(r)
+    return dx, dbr, dgate, dw, sum_partials(parts[1], B, shift.dtype), sum_partials(parts[2], B, scale.dtype)
+
+
+def _launch_bwd(dh, dr, r, branch, gate, weight, scale, mean, rstd, dx, dbr, parts, chunks, norm, block_m, block_d):
+    B, T, D = r.shape
+    has_res, has_w = branch is not None, weight is not None
     with device_guard(r):
         _bwd_kernel[(B, chunks)](
             dh, dr if dr is not None else dh, r, branch if has_res else r, gate if has_res else scale,
@@ -185,13 +205,10 @@ def block_boundary_bwd(dh: torch.Tensor, dr: Optional[torch.Tensor], r: torch.Te
             gate.stride(0) if has_res else 0, scale.stride(0),
             HAS_RES=int(has_res), HAS_DR=int(dr is not None), HAS_W=int(has_w), LAYER=norm,
             BLOCK_M=block_m, BLOCK_D=block_d)
-    dgate = sum_partials(parts[0], B, gate.dtype) if has_res else _empty(r)
-    dw = parts[3].sum(0).to(weight.dtype) if has_w else _empty(r)
-    return dx, dbr, dgate, dw, sum_partials(parts[1], B, shift.dtype), sum_partials(parts[2], B, scale.dtype)
 
 
 @block_boundary_bwd.register_fake
-def _(dh, dr, r, branch, gate, weight, shift, scale, mean, rstd, norm):
+def _(dh, dr, r, branch, gate, weight, shift, scale, mean, rstd, norm, backend):
     return (torch.empty_like(r), torch.empty_like(branch) if branch is not None else _empty(r),
             torch.empty_like(gate) if gate is not None else _empty(r),
             torch.empty_like(weight) if weight is not None else _empty(r), torch.empty_like(shift),
@@ -199,19 +216,21 @@ def _(dh, dr, r, branch, gate, weight, shift, scale, mean, rstd, norm):
 
 
 def _setup(ctx, inputs, output):
-    x, branch, gate, weight, shift, scale, norm, eps, _ = inputs
+    x, branch, gate, weight, shift, scale, norm, eps, _, backend = inputs
     r, _, mean, rstd = output
-    ctx.norm, ctx.has_res = norm, branch is not None
+    ctx.norm, ctx.has_res, ctx.backend = norm, branch is not None, backend
     ctx.save_for_backward(r if ctx.has_res else x, branch, gate, weight, shift, scale, mean, rstd)
 
 
 def _backward(ctx, d_r, d_h, _d_mean, _d_rstd):
     r, branch, gate, weight, shift, scale, mean, rstd = ctx.saved_tensors
-    dr = rows_contiguous(d_r) if ctx.has_res and d_r is not None else None
-    dx, dbr, dgate, dw, dshift, dscale = block_boundary_bwd(rows_contiguous(d_h), dr, r, branch, gate, weight, shift,
-                                                           scale, mean, rstd, ctx.norm)
+    same = r.dtype if ctx.backend == "cuda" else None  # the CUDA kernels take one activation dtype
+    dr = rows_contiguous(d_r).to(same or d_r.dtype) if ctx.has_res and d_r is not None else None
+    dx, dbr, dgate, dw, dshift, dscale = block_boundary_bwd(rows_contiguous(d_h).to(same or d_h.dtype), dr, r, branch,
+                                                           gate, weight, shift, scale, mean, rstd, ctx.norm,
+                                                           ctx.backend)
     return (dx, dbr if ctx.has_res else None, dgate if ctx.has_res else None, dw if weight is not None else None,
-            dshift, dscale, None, None, None)
+            dshift, dscale, None, None, None, None)
 
 
 block_boundary_fwd.register_autograd(_backward, setup_context=_setup)
@@ -223,7 +242,8 @@ def _checked_modulation(name: str, v: torch.Tensor, B: int, D: int, device) -> t
     return v if v.stride(-1) == 1 else v.contiguous()
 
 
-def _run(x, branch, gate, weight, shift, scale, norm, eps):
+def run(x, branch, gate, weight, shift, scale, norm, eps, backend="triton"):
+    """Check the arguments (before any launch) and call the fused op: (r or empty, h, mean, rstd)."""
     check_tensor("x" if branch is None else "residual", x, rank=3)
     B, T, D = x.shape
     if norm not in NORMS:
@@ -239,17 +259,23 @@ def _run(x, branch, gate, weight, shift, scale, norm, eps):
         gate = _checked_modulation("gate", gate, B, D, x.device)
         branch = branch.contiguous()
     out_dtype = activation_dtype(x, *(() if branch is None else (branch,)))
-    return block_boundary_fwd(x.contiguous(), branch, gate, weight, shift, scale, NORMS[norm], float(eps), out_dtype)
+    if backend == "cuda":  # one activation dtype, fp32 weight
+        if not x.is_cuda:
+            raise ValueError(f"the CUDA backend needs CUDA tensors, got x on {x.device}")
+        x, branch, gate, shift, scale = (t if t is None else t.to(out_dtype) for t in (x, branch, gate, shift, scale))
+        weight = weight if weight is None else weight.float()
+    return block_boundary_fwd(x.contiguous(), branch, gate, weight, shift, scale, NORMS[norm], float(eps), out_dtype,
+                              backend)
 
 
 @register("modulated_norm", "triton")
 def modulated_norm(x, weight, shift, scale, norm="rms", eps=1e-6):
     """Triton twin of ``dip_kernels.block_boundary.modulated_norm``: h = Norm(x)·(1 + scale) + shift."""
-    return _run(x, None, None, weight, shift, scale, norm, eps)[1]
+    return run(x, None, None, weight, shift, scale, norm, eps)[1]
 
 
 @register("block_boundary", "triton")
 def block_boundary(residual, branch, gate, weight, shift, scale, norm="rms", eps=1e-6):
     """Triton twin of ``dip_kernels.block_boundary.block_boundary``: (residual + gate·branch, modulated norm)."""
-    r, h, _, _ = _run(residual, branch, gate, weight, shift, scale, norm, eps)
+    r, h, _, _ = run(residual, branch, gate, weight, shift, scale, norm, eps)
     return r, h

@@ -1,10 +1,23 @@
-"""Op A (Triton) against the fp64 reference with the parity rule, forward and backward (kernels.md §2, §3)."""
+"""Op A (Triton, and CUDA where a GPU is present) against the fp64 reference with the parity rule, forward and
+backward (kernels.md §2, §3)."""
 import pytest
 import torch
 
 from dip_kernels import block_boundary as ref_ops
+from dip_kernels import block_boundary_cuda as cuda_ops
 from dip_kernels import block_boundary_triton as tri_ops
+from dip_kernels.cuda_ext import extension
 from parity import assert_parity, inputs, run_with_grads, upcast
+
+BACKENDS = {"triton": tri_ops, "cuda": cuda_ops}
+
+
+@pytest.fixture(params=["triton", "cuda"])
+def kernels(request, device):
+    """The op module of each kernel backend that can run on ``device``."""
+    if request.param == "cuda" and (device.type != "cuda" or extension() is None):
+        pytest.skip("the CUDA extension needs a CUDA device")
+    return BACKENDS[request.param]
 
 
 def boundary_fn(ops, norm, with_res, D):
@@ -16,7 +29,7 @@ def boundary_fn(ops, norm, with_res, D):
     return fn
 
 
-def check(device, dtype, B, T, D, norm, with_res, stride0=False):
+def check(device, dtype, B, T, D, norm, with_res, stride0=False, ops=tri_ops):
     res = inputs(B, T, D, dtype=dtype, device=device, requires_grad=True)
     br = inputs(B, T, D, dtype=dtype, device=device, seed=1, requires_grad=with_res)
     mod = (0.1 * inputs(B, 6 * D, device=device, seed=2)).to(dtype).requires_grad_()
@@ -27,7 +40,7 @@ def check(device, dtype, B, T, D, norm, with_res, stride0=False):
     else:
         grads = [inputs(B, T, D, device=device, seed=4 + i) for i in range(2)]
     grads = grads if with_res else grads[1:]
-    outs, got = run_with_grads(boundary_fn(tri_ops, norm, with_res, D), args, grads)
+    outs, got = run_with_grads(boundary_fn(ops, norm, with_res, D), args, grads)
     e_outs, eager = run_with_grads(boundary_fn(ref_ops, norm, with_res, D), args, grads)
     r_outs, ref = run_with_grads(boundary_fn(ref_ops, norm, with_res, D), upcast(args), [g.double() for g in grads])
     for name, k, e, r in zip(["r", "h"] if with_res else ["h"], outs, e_outs, r_outs):
@@ -43,17 +56,17 @@ def check(device, dtype, B, T, D, norm, with_res, stride0=False):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("norm", ["rms", "layer"])
 @pytest.mark.parametrize("with_res", [True, False])
-def test_block_boundary(device, dtype, norm, with_res):
-    check(device, dtype, B=2, T=7, D=72, norm=norm, with_res=with_res)
+def test_block_boundary(device, kernels, dtype, norm, with_res):
+    check(device, dtype, B=2, T=7, D=72, norm=norm, with_res=with_res, ops=kernels)
 
 
 @pytest.mark.parametrize("B,T,D", [(1, 5, 37), (3, 3, 144), (1, 1, 160)])
-def test_odd_shapes(device, B, T, D):
-    check(device, torch.float32, B, T, D, "rms", True)
+def test_odd_shapes(device, kernels, B, T, D):
+    check(device, torch.float32, B, T, D, "rms", True, ops=kernels)
 
 
-def test_stride0_upstream_gradients(device):
-    check(device, torch.float32, 2, 5, 40, "rms", True, stride0=True)
+def test_stride0_upstream_gradients(device, kernels):
+    check(device, torch.float32, 2, 5, 40, "rms", True, stride0=True, ops=kernels)
 
 
 def test_bf16_autocast_emits_bf16(device):
@@ -81,15 +94,16 @@ def test_bad_arguments_raise_before_launch():
 def test_opcheck():
     x, br = inputs(2, 3, 8), inputs(2, 3, 8, seed=1)
     mod, w = inputs(2, 48, seed=2), inputs(8, seed=3)
-    args = (x, br, mod[:, 16:24], w, mod[:, :8], mod[:, 8:16], 0, 1e-6, torch.float32)
+    args = (x, br, mod[:, 16:24], w, mod[:, :8], mod[:, 8:16], 0, 1e-6, torch.float32, "triton")
     torch.library.opcheck(tri_ops.block_boundary_fwd, args)
     torch.library.opcheck(tri_ops.block_boundary_fwd, (x, None, None, None, mod[:, :8], mod[:, 8:16], 1, 1e-6,
-                                                       torch.float32))
+                                                       torch.float32, "triton"))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.mem_get_info()[0] < 60 * 2**30,
                     reason="needs a GPU with 60 GB free: offsets past 2^31 elements")
-def test_offsets_past_2_31_elements():
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_offsets_past_2_31_elements(backend):
     """B·T·D > 2^31: the last sample's rows must match the reference computed on that sample alone."""
     B, T, D = 2, 932_500, 1152  # 2.15e9 elements per activation
     dev, bf = torch.device("cuda"), torch.bfloat16
@@ -97,7 +111,9 @@ def test_offsets_past_2_31_elements():
     br = torch.randn(B, T, D, device=dev, dtype=bf).requires_grad_()
     mod = (0.1 * torch.randn(B, 6 * D, device=dev)).to(bf).requires_grad_()
     w = torch.ones(D, device=dev, requires_grad=True)
-    r, h = tri_ops.block_boundary(res, br, mod[:, 2 * D:3 * D], w, mod[:, :D], mod[:, D:2 * D])
+    if backend == "cuda" and extension() is None:
+        pytest.skip("the CUDA extension was not built")
+    r, h = BACKENDS[backend].block_boundary(res, br, mod[:, 2 * D:3 * D], w, mod[:, :D], mod[:, D:2 * D])
     tail = slice(T - 4096, T)
     want_r, want_h = ref_ops.block_boundary(res[1:, tail], br[1:, tail], mod[1:, 2 * D:3 * D], w, mod[1:, :D],
                                             mod[1:, D:2 * D])
@@ -107,3 +123,31 @@ def test_offsets_past_2_31_elements():
     wr, wb = torch.autograd.grad([want_r, want_h], [res, br], [torch.ones_like(want_r), torch.ones_like(want_h)])
     torch.testing.assert_close(dres[1:, tail].float(), wr[1:, tail].float(), rtol=2e-2, atol=2e-2)
     torch.testing.assert_close(dbr[1:, tail].float(), wb[1:, tail].float(), rtol=2e-2, atol=2e-2)
+
+
+def test_cuda_backend_fails_cleanly_without_a_gpu():
+    x, mod = inputs(2, 3, 8), inputs(2, 48)
+    with pytest.raises(ValueError, match="the CUDA backend needs CUDA tensors, got x on cpu"):
+        cuda_ops.modulated_norm(x, None, mod[:, :8], mod[:, 8:16])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or extension() is None, reason="needs the CUDA extension and a GPU")
+def test_cuda_kernels_capture_in_a_cuda_graph():
+    """The kernels launch on the current stream and allocate nothing themselves: a graph replays them."""
+    dev = torch.device("cuda")
+    x, br = inputs(4, 256, 1152, device=dev, dtype=torch.bfloat16), inputs(4, 256, 1152, device=dev, seed=1,
+                                                                            dtype=torch.bfloat16)
+    mod, w = inputs(4, 6 * 1152, device=dev, seed=2, dtype=torch.bfloat16), inputs(1152, device=dev, seed=3)
+    args = (x, br, mod[:, :1152], w, mod[:, 1152:2304], mod[:, 2304:3456])
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        cuda_ops.block_boundary(*args)  # warm-up outside the capture
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        r, h = cuda_ops.block_boundary(*args)
+    x.add_(1.0)  # new inputs in the same buffers
+    graph.replay()
+    want_r, want_h = cuda_ops.block_boundary(*args)
+    torch.testing.assert_close(r, want_r, rtol=0, atol=0)
+    torch.testing.assert_close(h, want_h, rtol=0, atol=0)

@@ -1,0 +1,22 @@
+// Host entry points of the dip CUDA kernels (bound in module.cpp). Pointers, sizes, strides, dtype codes and the
+// stream arrive as integers from Python, which allocates every buffer.
+#pragma once
+
+#include <cstdint>
+
+namespace dip {
+
+void block_boundary_fwd(int dtype, std::uintptr_t x, std::uintptr_t br, std::uintptr_t gate, std::uintptr_t w,
+                        std::uintptr_t shift, std::uintptr_t scale, std::uintptr_t r_out, std::uintptr_t h,
+                        std::uintptr_t mean, std::uintptr_t rstd, int64_t rows, int64_t tokens, int D, int64_t s_gate,
+                        int64_t s_shift, int64_t s_scale, float eps, int has_res, int has_w, int layer,
+                        std::uintptr_t stream);
+
+void block_boundary_bwd(int dtype, std::uintptr_t dh, std::uintptr_t dr, std::uintptr_t r, std::uintptr_t br,
+                        std::uintptr_t gate, std::uintptr_t w, std::uintptr_t scale, std::uintptr_t mean,
+                        std::uintptr_t rstd, std::uintptr_t dx, std::uintptr_t dbr, std::uintptr_t p_gate,
+                        std::uintptr_t p_shift, std::uintptr_t p_scale, std::uintptr_t p_w, int64_t batch,
+                        int64_t tokens, int D, int chunks, int64_t s_gate, int64_t s_scale, int has_res, int has_dr,
+                        int has_w, int layer, std::uintptr_t stream);
+
+}  // namespace dip

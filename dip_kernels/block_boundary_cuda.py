@@ -1,0 +1,61 @@
+"""Op A with the CUDA extension (csrc/block_boundary.cu): launchers behind the custom ops of
+``block_boundary_triton`` (same op boundaries, buffers and deterministic reductions), registered as the
+``cuda`` backend. One activation dtype per call (fp32, fp16 or bf16) and an fp32 weight."""
+from __future__ import annotations
+
+import torch
+
+from .block_boundary_triton import run
+from .cuda_ext import extension, require
+from .registry import register
+
+DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+
+
+def _ptr(t: torch.Tensor | None, fallback: torch.Tensor) -> int:
+    return (fallback if t is None else t).data_ptr()
+
+
+def _stream(t: torch.Tensor) -> int:
+    return torch.cuda.current_stream(t.device).cuda_stream
+
+
+def launch_fwd(x, branch, gate, weight, shift, scale, r, h, mean, rstd, norm, eps) -> None:
+    """Forward on x's device and current stream; outputs allocated by the caller."""
+    B, T, D = x.shape
+    with torch.cuda.device(x.device):
+        require().block_boundary_fwd(
+            DTYPE_CODES[x.dtype], x.data_ptr(), _ptr(branch, x), _ptr(gate, shift), _ptr(weight, rstd),
+            shift.data_ptr(), scale.data_ptr(), _ptr(r if r.numel() else None, h), h.data_ptr(),
+            _ptr(mean if mean.numel() else None, rstd), rstd.data_ptr(), B * T, T, D,
+            gate.stride(0) if gate is not None else 0, shift.stride(0), scale.stride(0), eps, int(branch is not None),
+            int(weight is not None), norm, _stream(x))
+
+
+def launch_bwd(dh, dr, r, branch, gate, weight, scale, mean, rstd, dx, dbr, parts, chunks, norm) -> None:
+    """Backward into dx, dbr and the (4, B·chunks, D) fp32 partials (gate, shift, scale, weight)."""
+    B, T, D = r.shape
+    with torch.cuda.device(r.device):
+        require().block_boundary_bwd(
+            DTYPE_CODES[r.dtype], dh.data_ptr(), _ptr(dr, dh), r.data_ptr(), _ptr(branch, r), _ptr(gate, scale),
+            _ptr(weight, rstd), scale.data_ptr(), _ptr(mean if mean.numel() else None, rstd), rstd.data_ptr(),
+            dx.data_ptr(), _ptr(dbr if dbr.numel() else None, dx), parts[0].data_ptr(), parts[1].data_ptr(),
+            parts[2].data_ptr(), parts[3].data_ptr(), B, T, D, chunks, gate.stride(0) if gate is not None else 0,
+            scale.stride(0), int(branch is not None), int(dr is not None), int(weight is not None), norm,
+            _stream(r))
+
+
+def modulated_norm(x, weight, shift, scale, norm="rms", eps=1e-6):
+    """CUDA twin of ``dip_kernels.block_boundary.modulated_norm``."""
+    return run(x, None, None, weight, shift, scale, norm, eps, backend="cuda")[1]
+
+
+def block_boundary(residual, branch, gate, weight, shift, scale, norm="rms", eps=1e-6):
+    """CUDA twin of ``dip_kernels.block_boundary.block_boundary``."""
+    r, h, _, _ = run(residual, branch, gate, weight, shift, scale, norm, eps, backend="cuda")
+    return r, h
+
+
+if extension() is not None:
+    register("modulated_norm", "cuda")(modulated_norm)
+    register("block_boundary", "cuda")(block_boundary)
