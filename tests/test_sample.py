@@ -5,7 +5,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 from dip import create_model
 from dip.checkpoint import save_weights
