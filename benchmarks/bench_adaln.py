@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DTYPES, copy_gbps, environment, print_table, time_ms, write_json  # noqa: E402
+from common import DTYPES, copy_gbps, environment, print_table, time_autograd, write_json  # noqa: E402
 
 import dip_kernels  # noqa: E402
 from dip_kernels.qk_norm_rope import rope_2d_table  # noqa: E402
@@ -82,27 +82,6 @@ def implementations(op, device):
     return table
 
 
-def time_modes(fn, args, grad_shapes, device, reps):
-    """Median ms of forward, backward (graph kept) and forward+backward."""
-    leaves = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]  # modulation views included
-    grads = [torch.randn(s, device=device) for s in grad_shapes]
-
-    def outputs():
-        out = fn(*args)
-        return out if isinstance(out, tuple) else (out,)
-
-    def fwd():
-        with torch.no_grad():
-            fn(*args)
-
-    def backward(outs):
-        torch.autograd.grad(outs, leaves, [g.to(o.dtype) for o, g in zip(outs, grads)], retain_graph=True)
-
-    kept = outputs()
-    return {"fwd": time_ms(fwd, device, reps), "bwd": time_ms(lambda: backward(kept), device, reps),
-            "fwd+bwd": time_ms(lambda: backward(outputs()), device, reps)}
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -125,7 +104,7 @@ def main(argv=None):
         for op in args.ops.split(","):
             case_args, bytes_fwd, bytes_bwd, grad_shapes = make_case(op, B, T, D, H, hidden, dtype, device)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):  # as in training
-                times = {label: time_modes(fn, case_args, grad_shapes, device, reps)
+                times = {label: time_autograd(fn, case_args, device, reps, grad_shapes)
                          for label, fn in implementations(op, device).items()}
             for mode, nbytes in (("fwd", bytes_fwd), ("bwd", bytes_bwd), ("fwd+bwd", bytes_fwd + bytes_bwd)):
                 for label, t in times.items():

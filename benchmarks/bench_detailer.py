@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DTYPES, environment, gemm_tflops, print_table, time_ms, write_json  # noqa: E402
+from common import DTYPES, environment, gemm_tflops, print_table, time_autograd, time_ms, write_json  # noqa: E402,E501
 
 from dip import create_model  # noqa: E402
 from dip.detailer_head import PatchDetailerHead  # noqa: E402
@@ -126,24 +126,6 @@ def stage_calls(head, img, ctx, device):
     return calls
 
 
-def time_fwd_bwd(fn, args, device, reps):
-    """(forward ms, forward+backward ms) of fn(*args), gradients w.r.t. its floating tensors and parameters."""
-    def outputs():
-        out = fn(*args)
-        return out if isinstance(out, tuple) else (out,)
-
-    def fwd():
-        with torch.no_grad():
-            fn(*args)
-
-    grads = [torch.randn_like(o) for o in outputs()]
-
-    def fwd_bwd():
-        torch.autograd.backward(outputs(), grads)
-
-    return time_ms(fwd, device, reps), time_ms(fwd_bwd, device, reps)
-
-
 def per_layer(head, img, ctx, device, reps, names):
     """Rows of per-stage times for the requested variants (the stage op alone: eager channels_last, its
     torch.compile / max-autotune, kernel backends that run here), speed-ups against the first variant."""
@@ -157,7 +139,8 @@ def per_layer(head, img, ctx, device, reps, names):
     for label, op, args in stage_calls(head, img, ctx, device):
         base = None
         for name in (n for n in names if n in makers):
-            fwd, both = time_fwd_bwd(makers[name](op), args, device, reps)
+            times = time_autograd(makers[name](op), args, device, reps)
+            fwd, both = times["fwd"], times["fwd+bwd"]
             base = base or (fwd, both)
             rows.append({"layer": label, "variant": name, "fwd ms": fwd, "fwd+bwd ms": both,
                          "fwd speedup": base[0] / fwd, "fwd+bwd speedup": base[1] / both})

@@ -35,6 +35,30 @@ def time_ms(fn, device: torch.device, reps: int = 20) -> float:
     return statistics.median(samples)
 
 
+def time_autograd(fn, args, device: torch.device, reps: int, grad_shapes=None) -> dict:
+    """Median ms of fn(*args) forward (no grad), backward alone (on a kept graph) and forward+backward, with
+    gradients w.r.t. every tensor argument that requires grad (views included)."""
+    leaves = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+
+    def outputs():
+        out = fn(*args)
+        return out if isinstance(out, tuple) else (out,)
+
+    def fwd():
+        with torch.no_grad():
+            fn(*args)
+
+    kept = outputs()
+    shapes = grad_shapes or [o.shape for o in kept]
+    grads = [torch.randn(s, device=device).to(o.dtype) for s, o in zip(shapes, kept)]
+
+    def backward(outs):
+        torch.autograd.grad(outs, leaves, grads, retain_graph=True)
+
+    return {"fwd": time_ms(fwd, device, reps), "bwd": time_ms(lambda: backward(kept), device, reps),
+            "fwd+bwd": time_ms(lambda: backward(outputs()), device, reps)}
+
+
 def gemm_tflops(device: torch.device, dtype: torch.dtype) -> float:
     """A large dense GEMM's rate in this run (the ceiling TFLOP/s are compared with)."""
     n = 8192 if device.type == "cuda" else 1024
