@@ -29,4 +29,6 @@ PYBIND11_MODULE(_cuda, m) {
   m.def("runtime_version", &runtime_version, "CUDA runtime version the extension was built with.");
   m.def("block_boundary_fwd", &dip::block_boundary_fwd, "Op A forward (see csrc/block_boundary.cu).");
   m.def("block_boundary_bwd", &dip::block_boundary_bwd, "Op A backward (see csrc/block_boundary.cu).");
+  m.def("final_context_fwd", &dip::final_context_fwd, "Op C forward (see csrc/final_context.cu).");
+  m.def("final_context_bwd", &dip::final_context_bwd, "Op C backward (see csrc/final_context.cu).");
 }

@@ -19,4 +19,13 @@ void block_boundary_bwd(int dtype, std::uintptr_t dh, std::uintptr_t dr, std::ui
                         int64_t tokens, int D, int chunks, int64_t s_gate, int64_t s_scale, int has_res, int has_dr,
                         int has_w, int layer, std::uintptr_t stream);
 
+void final_context_fwd(int dtype, std::uintptr_t x, std::uintptr_t br, std::uintptr_t gate, std::uintptr_t temb,
+                       std::uintptr_t s, int64_t rows, int64_t tokens, int D, int64_t s_gate, int64_t s_temb,
+                       std::uintptr_t stream);
+
+void final_context_bwd(int dtype, std::uintptr_t ds, std::uintptr_t x, std::uintptr_t br, std::uintptr_t gate,
+                       std::uintptr_t temb, std::uintptr_t dx, std::uintptr_t dbr, std::uintptr_t p_gate,
+                       std::uintptr_t p_temb, int64_t batch, int64_t tokens, int D, int chunks, int64_t s_gate,
+                       int64_t s_temb, std::uintptr_t stream);
+
 }  // namespace dip

@@ -6,18 +6,8 @@ from __future__ import annotations
 import torch
 
 from .block_boundary_triton import run
-from .cuda_ext import extension, require
+from .cuda_ext import DTYPE_CODES, extension, pointer as _ptr, require, stream_of
 from .registry import register
-
-DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
-
-
-def _ptr(t: torch.Tensor | None, fallback: torch.Tensor) -> int:
-    return (fallback if t is None else t).data_ptr()
-
-
-def _stream(t: torch.Tensor) -> int:
-    return torch.cuda.current_stream(t.device).cuda_stream
 
 
 def launch_fwd(x, branch, gate, weight, shift, scale, r, h, mean, rstd, norm, eps) -> None:
@@ -29,7 +19,7 @@ def launch_fwd(x, branch, gate, weight, shift, scale, r, h, mean, rstd, norm, ep
             shift.data_ptr(), scale.data_ptr(), _ptr(r if r.numel() else None, h), h.data_ptr(),
             _ptr(mean if mean.numel() else None, rstd), rstd.data_ptr(), B * T, T, D,
             gate.stride(0) if gate is not None else 0, shift.stride(0), scale.stride(0), eps, int(branch is not None),
-            int(weight is not None), norm, _stream(x))
+            int(weight is not None), norm, stream_of(x))
 
 
 def launch_bwd(dh, dr, r, branch, gate, weight, scale, mean, rstd, dx, dbr, parts, chunks, norm) -> None:
@@ -42,7 +32,7 @@ def launch_bwd(dh, dr, r, branch, gate, weight, scale, mean, rstd, dx, dbr, part
             dx.data_ptr(), _ptr(dbr if dbr.numel() else None, dx), parts[0].data_ptr(), parts[1].data_ptr(),
             parts[2].data_ptr(), parts[3].data_ptr(), B, T, D, chunks, gate.stride(0) if gate is not None else 0,
             scale.stride(0), int(branch is not None), int(dr is not None), int(weight is not None), norm,
-            _stream(r))
+            stream_of(r))
 
 
 def modulated_norm(x, weight, shift, scale, norm="rms", eps=1e-6):

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import importlib
 
+import torch
+
+DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}  # as csrc/common.cuh
+
 
 def extension():
     """The compiled module, or None when it was not built."""
@@ -29,3 +33,13 @@ def require():
     if count == 0:
         raise RuntimeError("the dip CUDA extension cannot run here: no CUDA device")
     return ext
+
+
+def pointer(t: torch.Tensor | None, fallback: torch.Tensor) -> int:
+    """t's device address, or ``fallback``'s where t is absent (the kernel then never touches it)."""
+    return (fallback if t is None else t).data_ptr()
+
+
+def stream_of(t: torch.Tensor) -> int:
+    """The handle of the current CUDA stream on t's device (kernels launch there, never on the default stream)."""
+    return torch.cuda.current_stream(t.device).cuda_stream

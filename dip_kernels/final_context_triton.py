@@ -2,7 +2,8 @@
 deterministic second pass of the per-sample sums (dgate, dt_emb) (kernels.md §1 C, §2).
 
 Custom ops ``dip::final_context_fwd`` / ``dip::final_context_bwd`` with fakes; nothing but s is stored: the
-backward recomputes the pre-activation from the inputs.
+backward recomputes the pre-activation from the inputs. ``backend`` picks these Triton kernels or their CUDA
+twins (``final_context_cuda.py``), which keep the same buffers and reductions.
 """
 from __future__ import annotations
 
@@ -63,10 +64,15 @@ def _bwd_kernel(ds_ptr, x_ptr, br_ptr, gate_ptr, temb_ptr, dx_ptr, dbr_ptr, p_ga
 
 @torch.library.custom_op("dip::final_context_fwd", mutates_args=())
 def final_context_fwd(x: torch.Tensor, branch: torch.Tensor, gate: torch.Tensor, t_emb: torch.Tensor,
-                      out_dtype: torch.dtype) -> torch.Tensor:
+                      out_dtype: torch.dtype, backend: str) -> torch.Tensor:
     """s (B, T, D) in ``out_dtype``."""
     B, T, D = x.shape
     s = torch.empty(B, T, D, device=x.device, dtype=out_dtype)
+    if backend == "cuda":
+        from .final_context_cuda import launch_fwd
+
+        launch_fwd(x, branch, gate, t_emb, s)
+        return s
     block_d = block_size(D)
     block_m = rows_per_program(block_d)
     with device_guard(x):
@@ -76,13 +82,14 @@ def final_context_fwd(x: torch.Tensor, branch: torch.Tensor, gate: torch.Tensor,
 
 
 @final_context_fwd.register_fake
-def _(x, branch, gate, t_emb, out_dtype):
+def _(x, branch, gate, t_emb, out_dtype, backend):
     return x.new_empty(x.shape, dtype=out_dtype)
 
 
 @torch.library.custom_op("dip::final_context_bwd", mutates_args=())
 def final_context_bwd(ds: torch.Tensor, x: torch.Tensor, branch: torch.Tensor, gate: torch.Tensor,
-                      t_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                      t_emb: torch.Tensor, backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                  torch.Tensor]:
     """(dx, dbranch, dgate, dt_emb)."""
     B, T, D = x.shape
     dx, dbr = torch.empty_like(x), torch.empty_like(branch)
@@ -90,6 +97,11 @@ def final_context_bwd(ds: torch.Tensor, x: torch.Tensor, branch: torch.Tensor, g
     block_m = rows_per_program(block_d)
     chunks = reduction_chunks(x, B, T, block_m)
     parts = torch.empty(2, B * chunks, D, device=x.device, dtype=torch.float32)
+    if backend == "cuda":
+        from .final_context_cuda import launch_bwd
+
+        launch_bwd(ds, x, branch, gate, t_emb, dx, dbr, parts, chunks)
+        return dx, dbr, sum_partials(parts[0], B, gate.dtype), sum_partials(parts[1], B, t_emb.dtype)
     with device_guard(x):
         _bwd_kernel[(B, chunks)](ds, x, branch, gate, t_emb, dx, dbr, parts[0], parts[1], T, D,
                                  triton.cdiv(T, chunks), gate.stride(0), t_emb.stride(0), BLOCK_M=block_m,
@@ -98,28 +110,42 @@ def final_context_bwd(ds: torch.Tensor, x: torch.Tensor, branch: torch.Tensor, g
 
 
 @final_context_bwd.register_fake
-def _(ds, x, branch, gate, t_emb):
+def _(ds, x, branch, gate, t_emb, backend):
     return torch.empty_like(x), torch.empty_like(branch), torch.empty_like(gate), torch.empty_like(t_emb)
 
 
 def _setup(ctx, inputs, output):
+    ctx.backend = inputs[5]
     ctx.save_for_backward(*inputs[:4])
 
 
 def _backward(ctx, ds):
-    return (*final_context_bwd(rows_contiguous(ds), *ctx.saved_tensors), None)
+    ds = rows_contiguous(ds)
+    if ctx.backend == "cuda":  # the CUDA kernels take one activation dtype
+        ds = ds.to(ctx.saved_tensors[0].dtype)
+    return (*final_context_bwd(ds, *ctx.saved_tensors, ctx.backend), None, None)
 
 
 final_context_fwd.register_autograd(_backward, setup_context=_setup)
 
 
-@register("final_context", "triton")
-def final_context(residual, branch, gate, t_emb):
-    """Triton twin of ``dip_kernels.final_context.final_context``."""
+def run(residual, branch, gate, t_emb, backend="triton"):
+    """Check the arguments (before any launch) and call the fused op."""
     check_tensor("residual", residual, rank=3)
     B, T, D = residual.shape
     check_tensor("branch", branch, shape=(B, T, D), device=residual.device)
     check_tensor("gate", gate, shape=(B, D), device=residual.device)
     check_tensor("t_emb", t_emb, shape=(B, D), device=residual.device)
+    out_dtype = activation_dtype(residual, branch)
+    if backend == "cuda":  # one activation dtype
+        if not residual.is_cuda:
+            raise ValueError(f"the CUDA backend needs CUDA tensors, got residual on {residual.device}")
+        residual, branch, gate, t_emb = (t.to(out_dtype) for t in (residual, branch, gate, t_emb))
     return final_context_fwd(residual.contiguous(), branch.contiguous(), rows_contiguous(gate), rows_contiguous(t_emb),
-                             activation_dtype(residual, branch))
+                             out_dtype, backend)
+
+
+@register("final_context", "triton")
+def final_context(residual, branch, gate, t_emb):
+    """Triton twin of ``dip_kernels.final_context.final_context``."""
+    return run(residual, branch, gate, t_emb)

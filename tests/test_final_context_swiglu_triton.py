@@ -3,7 +3,9 @@ import pytest
 import torch
 
 from dip_kernels import final_context as ref_c
+from dip_kernels import final_context_cuda as cuda_c
 from dip_kernels import final_context_triton as tri_c
+from dip_kernels.cuda_ext import extension
 from dip_kernels import swiglu as ref_f
 from dip_kernels import swiglu_triton as tri_f
 from parity import assert_parity, inputs, run_with_grads, upcast
@@ -26,24 +28,32 @@ def context_fn(ops, D):
     return fn
 
 
+@pytest.fixture(params=["triton", "cuda"])
+def context_kernels(request, device):
+    """The final-context module of each kernel backend that can run on ``device``."""
+    if request.param == "cuda" and (device.type != "cuda" or extension() is None):
+        pytest.skip("the CUDA extension needs a CUDA device")
+    return {"triton": tri_c, "cuda": cuda_c}[request.param]
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("B,T,D", [(2, 7, 72), (1, 5, 37)])
-def test_final_context(device, dtype, B, T, D):
+def test_final_context(device, context_kernels, dtype, B, T, D):
     x = inputs(B, T, D, dtype=dtype, device=device, requires_grad=True)
     br = inputs(B, T, D, dtype=dtype, device=device, seed=1, requires_grad=True)
     mod = (0.3 * inputs(B, 6 * D, device=device, seed=2)).to(dtype).requires_grad_()
     temb = inputs(B, D, dtype=dtype, device=device, seed=3, requires_grad=True)
     grads = [inputs(B, T, D, device=device, seed=4)]
-    outs = compare(context_fn(tri_c, D), context_fn(ref_c, D), [x, br, mod, temb], grads, dtype, ["s"],
+    outs = compare(context_fn(context_kernels, D), context_fn(ref_c, D), [x, br, mod, temb], grads, dtype, ["s"],
                    ["dx", "dbranch", "dmod", "dt_emb"], [1, 1, T, T])
     assert outs[0].dtype == dtype
 
 
-def test_final_context_stride0_grad(device):
+def test_final_context_stride0_grad(device, context_kernels):
     args = [inputs(2, 3, 8, device=device, seed=s, requires_grad=True) for s in range(2)]
     args += [inputs(2, 48, device=device, seed=2, requires_grad=True), inputs(2, 8, device=device, seed=3,
                                                                             requires_grad=True)]
-    compare(context_fn(tri_c, 8), context_fn(ref_c, 8), args, [torch.ones((), device=device).expand(2, 3, 8)],
+    compare(context_fn(context_kernels, 8), context_fn(ref_c, 8), args, [torch.ones((), device=device).expand(2, 3, 8)],
             torch.float32, ["s"], ["dx", "dbranch", "dmod", "dt_emb"], [1, 1, 3, 3])
 
 
@@ -76,4 +86,6 @@ def test_errors():
 def test_opcheck():
     torch.library.opcheck(tri_f.swiglu_fwd, (inputs(4, 6), inputs(4, 6, seed=1), torch.float32))
     x, br, g, te = inputs(2, 3, 8), inputs(2, 3, 8, seed=1), inputs(2, 8, seed=2), inputs(2, 8, seed=3)
-    torch.library.opcheck(tri_c.final_context_fwd, (x, br, g, te, torch.float32))
+    torch.library.opcheck(tri_c.final_context_fwd, (x, br, g, te, torch.float32, "triton"))
+    with pytest.raises(ValueError, match="the CUDA backend needs CUDA tensors"):
+        cuda_c.final_context(x, br, g, te)

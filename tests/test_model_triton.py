@@ -1,14 +1,17 @@
-"""The model with kernels="triton" (interpreted on CPU, compiled on GPU) against the reference backend."""
+"""The model with kernels="triton" (interpreted on CPU, compiled on GPU), and kernels="cuda" on a GPU, against the
+reference backend."""
 
 import pytest
 import torch
 
 from conftest import model_inputs, tiny_model
+from dip_kernels.cuda_ext import extension
 from parity import assert_parity
 
 TRITON_OPS = {"block_boundary", "modulated_norm", "qk_norm_rope", "final_context", "swiglu", "patch_embed",
               "detailer_stem", "detailer_encoder", "detailer_bottleneck", "detailer_decoder", "detailer_output",
               "detailer_decoder_output"}
+CUDA_OPS = {"block_boundary", "modulated_norm", "final_context"}
 
 
 def run(model, x, t, y, grad):
@@ -18,12 +21,16 @@ def run(model, x, t, y, grad):
     return v.detach(), {n: p.grad.detach().clone() for n, p in model.named_parameters()}
 
 
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
 @pytest.mark.parametrize("head", ["detailer", "dit"])
-def test_triton_model_matches_reference(device, head):
+def test_kernel_model_matches_reference(device, backend, head):
+    if backend == "cuda" and (device.type != "cuda" or extension() is None):
+        pytest.skip("the CUDA extension needs a CUDA device")
     torch.manual_seed(0)
-    model = tiny_model(head=head, kernels="triton").to(device)
+    model = tiny_model(head=head, kernels=backend).to(device)
     report = model.kernel_report(device.type)
-    assert {op for op, b in report.items() if b == "triton"} == TRITON_OPS  # conftest interprets without a GPU
+    want = TRITON_OPS if backend == "triton" else CUDA_OPS  # conftest interprets Triton without a GPU
+    assert {op for op, b in report.items() if b == backend} == want
     x, t, y = model_inputs(model, device=device)
     grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(1)).to(device)
     v_k, g_k = run(model, x, t, y, grad)
