@@ -31,4 +31,5 @@ PYBIND11_MODULE(_cuda, m) {
   m.def("block_boundary_bwd", &dip::block_boundary_bwd, "Op A backward (see csrc/block_boundary.cu).");
   m.def("final_context_fwd", &dip::final_context_fwd, "Op C forward (see csrc/final_context.cu).");
   m.def("final_context_bwd", &dip::final_context_bwd, "Op C backward (see csrc/final_context.cu).");
+  m.def("patch_copy", &dip::patch_copy, "Op E: patchify / unpatchify (see csrc/patchify.cu).");
 }

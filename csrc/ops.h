@@ -28,4 +28,7 @@ void final_context_bwd(int dtype, std::uintptr_t ds, std::uintptr_t x, std::uint
                        std::uintptr_t p_temb, int64_t batch, int64_t tokens, int D, int chunks, int64_t s_gate,
                        int64_t s_temb, std::uintptr_t stream);
 
+void patch_copy(int dtype, std::uintptr_t src, std::uintptr_t dst, int64_t total, int C, int64_t H, int64_t W, int P,
+                int64_t s0, int64_t s1, int64_t s2, int64_t s3, int to_patches, std::uintptr_t stream);
+
 }  // namespace dip
