@@ -32,4 +32,6 @@ PYBIND11_MODULE(_cuda, m) {
   m.def("final_context_fwd", &dip::final_context_fwd, "Op C forward (see csrc/final_context.cu).");
   m.def("final_context_bwd", &dip::final_context_bwd, "Op C backward (see csrc/final_context.cu).");
   m.def("patch_copy", &dip::patch_copy, "Op E: patchify / unpatchify (see csrc/patchify.cu).");
+  m.def("qk_norm_rope_fwd", &dip::qk_norm_rope_fwd, "Op B forward (see csrc/qk_norm_rope.cu).");
+  m.def("qk_norm_rope_bwd", &dip::qk_norm_rope_bwd, "Op B backward (see csrc/qk_norm_rope.cu).");
 }

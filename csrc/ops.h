@@ -31,4 +31,13 @@ void final_context_bwd(int dtype, std::uintptr_t ds, std::uintptr_t x, std::uint
 void patch_copy(int dtype, std::uintptr_t src, std::uintptr_t dst, int64_t total, int C, int64_t H, int64_t W, int P,
                 int64_t s0, int64_t s1, int64_t s2, int64_t s3, int to_patches, std::uintptr_t stream);
 
+void qk_norm_rope_fwd(int dtype, std::uintptr_t qkv, std::uintptr_t qw, std::uintptr_t kw, std::uintptr_t cos_t,
+                      std::uintptr_t sin_t, std::uintptr_t q, std::uintptr_t k, std::uintptr_t v, int64_t items,
+                      int64_t tokens, int heads, int hd, float eps, int blocks, std::uintptr_t stream);
+
+void qk_norm_rope_bwd(int dtype, std::uintptr_t dq, std::uintptr_t dk, std::uintptr_t dv, std::uintptr_t qkv,
+                      std::uintptr_t qw, std::uintptr_t kw, std::uintptr_t cos_t, std::uintptr_t sin_t,
+                      std::uintptr_t dqkv, std::uintptr_t parts, int64_t items, int64_t tokens, int heads, int hd,
+                      float eps, int blocks, std::uintptr_t stream);
+
 }  // namespace dip

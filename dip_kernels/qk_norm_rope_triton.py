@@ -3,7 +3,8 @@
 writes dqkv once, and reduces the two norm weights' gradients through fp32 per-program partials (deterministic).
 
 A program handles BLOCK_T tokens of one head; a head's h values are split into the even and odd members of the
-rotated pairs (2i, 2i+1). Custom ops ``dip::qk_norm_rope_fwd`` / ``dip::qk_norm_rope_bwd`` with fakes.
+rotated pairs (2i, 2i+1). Custom ops ``dip::qk_norm_rope_fwd`` / ``dip::qk_norm_rope_bwd`` with fakes; ``backend``
+picks these Triton kernels or their CUDA twins (``qk_norm_rope_cuda.py``).
 """
 from __future__ import annotations
 
@@ -103,12 +104,17 @@ def _grid(M: int, H: int):
 
 @torch.library.custom_op("dip::qk_norm_rope_fwd", mutates_args=())
 def qk_norm_rope_fwd(qkv: torch.Tensor, q_weight: torch.Tensor, k_weight: torch.Tensor, cos: torch.Tensor,
-                     sin: torch.Tensor, num_heads: int, eps: float,
-                     out_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                     sin: torch.Tensor, num_heads: int, eps: float, out_dtype: torch.dtype,
+                     backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """qkv (B, T, 3D) → q, k, v (B, H, T, h) in ``out_dtype``."""
     B, T, three_d = qkv.shape
     hd = three_d // (3 * num_heads)
     q, k, v = (torch.empty(B, num_heads, T, hd, device=qkv.device, dtype=out_dtype) for _ in range(3))
+    if backend == "cuda":
+        from .qk_norm_rope_cuda import launch_fwd
+
+        launch_fwd(qkv, q_weight, k_weight, cos, sin, q, k, v, eps)
+        return q, k, v
     with device_guard(qkv):
         _fwd_kernel[_grid(B * T, num_heads)](qkv, q_weight, k_weight, cos, sin, q, k, v, B * T, T, num_heads, hd,
                                              eps, BLOCK_T=BLOCK_T, BLOCK_P=block_size(hd // 2))
@@ -116,7 +122,7 @@ def qk_norm_rope_fwd(qkv: torch.Tensor, q_weight: torch.Tensor, k_weight: torch.
 
 
 @qk_norm_rope_fwd.register_fake
-def _(qkv, q_weight, k_weight, cos, sin, num_heads, eps, out_dtype):
+def _(qkv, q_weight, k_weight, cos, sin, num_heads, eps, out_dtype, backend):
     B, T, three_d = qkv.shape
     shape = (B, num_heads, T, three_d // (3 * num_heads))
     return tuple(qkv.new_empty(shape, dtype=out_dtype) for _ in range(3))
@@ -125,10 +131,15 @@ def _(qkv, q_weight, k_weight, cos, sin, num_heads, eps, out_dtype):
 @torch.library.custom_op("dip::qk_norm_rope_bwd", mutates_args=())
 def qk_norm_rope_bwd(dq: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor, qkv: torch.Tensor,
                      q_weight: torch.Tensor, k_weight: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                     eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                     eps: float, backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dqkv, dq_weight, dk_weight)."""
     B, H, T, hd = dq.shape
     dqkv = torch.empty_like(qkv)
+    if backend == "cuda":
+        from .qk_norm_rope_cuda import launch_bwd
+
+        parts = launch_bwd(dq, dk, dv, qkv, q_weight, k_weight, cos, sin, dqkv, eps)
+        return dqkv, parts[:, 0].sum(0).to(q_weight.dtype), parts[:, 1].sum(0).to(k_weight.dtype)
     blocks = triton.cdiv(B * T, BLOCK_T)
     parts = torch.empty(2, blocks * H, hd, device=qkv.device, dtype=torch.float32)
     with device_guard(qkv):
@@ -138,13 +149,13 @@ def qk_norm_rope_bwd(dq: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor, qkv: 
 
 
 @qk_norm_rope_bwd.register_fake
-def _(dq, dk, dv, qkv, q_weight, k_weight, cos, sin, eps):
+def _(dq, dk, dv, qkv, q_weight, k_weight, cos, sin, eps, backend):
     return torch.empty_like(qkv), torch.empty_like(q_weight), torch.empty_like(k_weight)
 
 
 def _setup(ctx, inputs, output):
-    qkv, q_weight, k_weight, cos, sin, _, eps, _ = inputs
-    ctx.eps = eps
+    qkv, q_weight, k_weight, cos, sin, _, eps, _, backend = inputs
+    ctx.eps, ctx.backend = eps, backend
     ctx.save_for_backward(qkv, q_weight, k_weight, cos, sin)
 
 
@@ -153,17 +164,16 @@ def _backward(ctx, dq, dk, dv):
     B, T, three_d = qkv.shape
     hd = q_weight.numel()
     shape = (B, three_d // (3 * hd), T, hd)
-    dq, dk, dv = (qkv.new_zeros(shape) if g is None else g.contiguous() for g in (dq, dk, dv))
-    dqkv, dqw, dkw = qk_norm_rope_bwd(dq, dk, dv, qkv, q_weight, k_weight, cos, sin, ctx.eps)
-    return dqkv, dqw, dkw, None, None, None, None, None
+    dq, dk, dv = (qkv.new_zeros(shape) if g is None else g.contiguous().to(qkv.dtype) for g in (dq, dk, dv))
+    dqkv, dqw, dkw = qk_norm_rope_bwd(dq, dk, dv, qkv, q_weight, k_weight, cos, sin, ctx.eps, ctx.backend)
+    return dqkv, dqw, dkw, None, None, None, None, None, None
 
 
 qk_norm_rope_fwd.register_autograd(_backward, setup_context=_setup)
 
 
-@register("qk_norm_rope", "triton")
-def qk_norm_rope(qkv, q_weight, k_weight, cos, sin, num_heads, eps=1e-6):
-    """Triton twin of ``dip_kernels.qk_norm_rope.qk_norm_rope``: q, k, v (B, H, T, h) from qkv (B, T, 3D)."""
+def run(qkv, q_weight, k_weight, cos, sin, num_heads, eps=1e-6, backend="triton"):
+    """Check the arguments (before any launch) and call the fused op: q, k, v (B, H, T, h)."""
     check_tensor("qkv", qkv, rank=3)
     B, T, three_d = qkv.shape
     if three_d % (3 * num_heads):
@@ -175,5 +185,16 @@ def qk_norm_rope(qkv, q_weight, k_weight, cos, sin, num_heads, eps=1e-6):
     check_tensor("k_weight", k_weight, shape=(hd,), device=qkv.device)
     for name, table in (("cos", cos), ("sin", sin)):
         check_tensor(name, table, shape=(T, hd // 2), device=qkv.device)
-    return qk_norm_rope_fwd(qkv.contiguous(), q_weight, k_weight, cos.float().contiguous(), sin.float().contiguous(),
-                            num_heads, float(eps), activation_dtype(qkv))
+    out_dtype = activation_dtype(qkv)
+    if backend == "cuda":  # activations in the output dtype, fp32 weights
+        if not qkv.is_cuda:
+            raise ValueError(f"the CUDA backend needs CUDA tensors, got qkv on {qkv.device}")
+        qkv, q_weight, k_weight = qkv.to(out_dtype), q_weight.float(), k_weight.float()
+    return qk_norm_rope_fwd(qkv.contiguous(), q_weight.contiguous(), k_weight.contiguous(), cos.float().contiguous(),
+                            sin.float().contiguous(), num_heads, float(eps), out_dtype, backend)
+
+
+@register("qk_norm_rope", "triton")
+def qk_norm_rope(qkv, q_weight, k_weight, cos, sin, num_heads, eps=1e-6):
+    """Triton twin of ``dip_kernels.qk_norm_rope.qk_norm_rope``: q, k, v (B, H, T, h) from qkv (B, T, 3D)."""
+    return run(qkv, q_weight, k_weight, cos, sin, num_heads, eps)

@@ -11,7 +11,8 @@ from parity import assert_parity
 TRITON_OPS = {"block_boundary", "modulated_norm", "qk_norm_rope", "final_context", "swiglu", "patch_embed",
               "detailer_stem", "detailer_encoder", "detailer_bottleneck", "detailer_decoder", "detailer_output",
               "detailer_decoder_output"}
-CUDA_OPS = {"block_boundary", "modulated_norm", "final_context", "patchify", "unpatchify", "patch_embed"}
+CUDA_OPS = {"block_boundary", "modulated_norm", "final_context", "patchify", "unpatchify", "patch_embed",
+            "qk_norm_rope"}
 
 
 def run(model, x, t, y, grad):

@@ -3,7 +3,9 @@ import pytest
 import torch
 
 from dip_kernels import qk_norm_rope as ref_b
+from dip_kernels import qk_norm_rope_cuda as cuda_b
 from dip_kernels import qk_norm_rope_triton as tri_b
+from dip_kernels.cuda_ext import extension
 from dip_kernels.qk_norm_rope import rope_2d_table
 from parity import assert_parity, inputs, run_with_grads, upcast
 
@@ -12,9 +14,17 @@ def fn(ops, H, cos, sin):
     return lambda qkv, qw, kw: ops.qk_norm_rope(qkv, qw, kw, cos, sin, H)
 
 
+@pytest.fixture(params=["triton", "cuda"])
+def rope_kernels(request, device):
+    """The op module of each kernel backend that can run on ``device``."""
+    if request.param == "cuda" and (device.type != "cuda" or extension() is None):
+        pytest.skip("the CUDA extension needs a CUDA device")
+    return {"triton": tri_b, "cuda": cuda_b}[request.param]
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("B,gh,gw,H,hd", [(2, 3, 3, 2, 72), (1, 1, 5, 3, 8), (1, 4, 5, 1, 20)])
-def test_qk_norm_rope(device, dtype, B, gh, gw, H, hd):
+def test_qk_norm_rope(device, rope_kernels, dtype, B, gh, gw, H, hd):
     T = gh * gw
     qkv = inputs(B, T, 3 * H * hd, dtype=dtype, device=device, requires_grad=True)
     qw = inputs(hd, device=device, seed=1, requires_grad=True)
@@ -22,7 +32,7 @@ def test_qk_norm_rope(device, dtype, B, gh, gw, H, hd):
     cos, sin = rope_2d_table(hd, gh, gw, device=device)
     grads = [inputs(B, H, T, hd, device=device, seed=3 + i) for i in range(3)]
     args = [qkv, qw, kw]
-    outs, got = run_with_grads(fn(tri_b, H, cos, sin), args, grads)
+    outs, got = run_with_grads(fn(rope_kernels, H, cos, sin), args, grads)
     e_outs, eager = run_with_grads(fn(ref_b, H, cos, sin), args, grads)
     r_outs, ref = run_with_grads(fn(ref_b, H, cos.double(), sin.double()), upcast(args), [g.double() for g in grads])
     for name, k, e, r in zip("qkv", outs, e_outs, r_outs):
@@ -51,4 +61,6 @@ def test_errors():
 def test_opcheck():
     cos, sin = rope_2d_table(8, 2, 2)
     torch.library.opcheck(tri_b.qk_norm_rope_fwd, (inputs(2, 4, 48), inputs(8, seed=1), inputs(8, seed=2), cos, sin,
-                                                   2, 1e-6, torch.float32))
+                                                   2, 1e-6, torch.float32, "triton"))
+    with pytest.raises(ValueError, match="the CUDA backend needs CUDA tensors"):
+        cuda_b.qk_norm_rope(inputs(2, 4, 48), inputs(8), inputs(8), cos, sin, 2)
