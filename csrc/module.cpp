@@ -34,4 +34,8 @@ PYBIND11_MODULE(_cuda, m) {
   m.def("patch_copy", &dip::patch_copy, "Op E: patchify / unpatchify (see csrc/patchify.cu).");
   m.def("qk_norm_rope_fwd", &dip::qk_norm_rope_fwd, "Op B forward (see csrc/qk_norm_rope.cu).");
   m.def("qk_norm_rope_bwd", &dip::qk_norm_rope_bwd, "Op B backward (see csrc/qk_norm_rope.cu).");
+  m.def("stem_fwd", &dip::stem_fwd, "Detailer first conv + pool from the image (see csrc/detailer_ends.cu).");
+  m.def("stem_bwd", &dip::stem_bwd, "Detailer first conv backward (see csrc/detailer_ends.cu).");
+  m.def("output_fwd", &dip::output_fwd, "Detailer output conv into the image (see csrc/detailer_ends.cu).");
+  m.def("output_bwd", &dip::output_bwd, "Detailer output conv backward (see csrc/detailer_ends.cu).");
 }

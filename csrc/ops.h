@@ -40,4 +40,22 @@ void qk_norm_rope_bwd(int dtype, std::uintptr_t dq, std::uintptr_t dk, std::uint
                       std::uintptr_t dqkv, std::uintptr_t parts, int64_t items, int64_t tokens, int heads, int hd,
                       float eps, int blocks, std::uintptr_t stream);
 
+void stem_fwd(int dtype, std::uintptr_t img, int64_t tokens, int64_t grid_w, int64_t sb, int64_t sc, int64_t sh,
+              int64_t sw, int P, std::uintptr_t w, std::uintptr_t bias, std::uintptr_t skip, std::uintptr_t pooled,
+              std::uintptr_t pre, std::uintptr_t argmax, int64_t patches, int cin, int C, int blocks,
+              std::uintptr_t stream);
+
+void stem_bwd(int dtype, std::uintptr_t d_skip, std::uintptr_t d_pooled, std::uintptr_t argmax, std::uintptr_t pre,
+              std::uintptr_t img, int64_t tokens, int64_t grid_w, int64_t sb, int64_t sc, int64_t sh, int64_t sw,
+              int P, std::uintptr_t p_w, std::uintptr_t p_b, int64_t patches, int cin, int C, int blocks,
+              std::uintptr_t stream);
+
+void output_fwd(int dtype, std::uintptr_t y, std::uintptr_t w, std::uintptr_t bias, std::uintptr_t img,
+                int64_t tokens, int64_t grid_w, int64_t sb, int64_t sc, int64_t sh, int64_t sw, int P, int64_t pixels,
+                int C, int cout, std::uintptr_t stream);
+
+void output_bwd(int dtype, std::uintptr_t d_img, int64_t tokens, int64_t grid_w, int64_t sb, int64_t sc, int64_t sh,
+                int64_t sw, int P, std::uintptr_t y, std::uintptr_t w, std::uintptr_t dy, std::uintptr_t p_w,
+                std::uintptr_t p_b, int64_t pixels, int C, int cout, int blocks, std::uintptr_t stream);
+
 }  // namespace dip

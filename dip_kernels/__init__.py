@@ -12,7 +12,8 @@ from .registry import BACKENDS, KernelTable, check_backend, get_backend, impleme
 if importlib.util.find_spec("triton") is not None:
     from . import (block_boundary_triton, detailer_triton, final_context_triton, patch_embed_triton,  # noqa: F401
                    qk_norm_rope_triton, swiglu_triton)
-    from . import block_boundary_cuda, final_context_cuda, patchify_cuda, qk_norm_rope_cuda  # noqa: F401
+    from . import (block_boundary_cuda, detailer_cuda, final_context_cuda, patchify_cuda,  # noqa: F401
+                   qk_norm_rope_cuda)
 
 __all__ = ["BACKENDS", "KernelTable", "check_backend", "get_backend", "implementations", "ops", "resolve",
            "set_backend"]

@@ -12,7 +12,7 @@ TRITON_OPS = {"block_boundary", "modulated_norm", "qk_norm_rope", "final_context
               "detailer_stem", "detailer_encoder", "detailer_bottleneck", "detailer_decoder", "detailer_output",
               "detailer_decoder_output"}
 CUDA_OPS = {"block_boundary", "modulated_norm", "final_context", "patchify", "unpatchify", "patch_embed",
-            "qk_norm_rope"}
+            "qk_norm_rope", "detailer_stem", "detailer_output", "detailer_decoder_output"}
 
 
 def run(model, x, t, y, grad):

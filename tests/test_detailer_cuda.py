@@ -1,0 +1,61 @@
+"""The Detailer head's ends in CUDA (first conv + pool from the image, output conv into the image) against the
+fp64 reference, forward and backward; clean failure without a GPU."""
+import pytest
+import torch
+
+from dip_kernels import detailer as ref_d
+from dip_kernels import detailer_cuda as cuda_d
+from dip_kernels.cuda_ext import extension
+from parity import assert_parity, inputs, poisoned_allocations, run_with_grads, upcast
+
+gpu = pytest.mark.skipif(not torch.cuda.is_available() or extension() is None,
+                         reason="the CUDA extension needs a CUDA device")
+
+
+def test_fails_cleanly_without_a_gpu():
+    with pytest.raises(ValueError, match="the CUDA backend needs CUDA tensors, got img on cpu"):
+        cuda_d.detailer_stem(inputs(1, 3, 16, 16), 8, inputs(4, 3, 3, 3), inputs(4))
+    with pytest.raises(ValueError, match="the CUDA backend needs CUDA tensors, got y on cpu"):
+        cuda_d.detailer_output(inputs(4, 5, 8, 8), inputs(3, 5, 1, 1), inputs(3), 1, 16, 16)
+
+
+def compare(dtype, kernel_fn, ref_fn, args, grad_shapes, names, sums):
+    grads = [inputs(*s, device="cuda", seed=40 + i) for i, s in enumerate(grad_shapes)]
+    low = torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32)
+    with poisoned_allocations(), low:
+        outs, got = run_with_grads(kernel_fn, args, grads)
+    with low:
+        e_outs, eager = run_with_grads(ref_fn, args, grads)
+    quantised = [a.detach().to(dtype).requires_grad_(a.requires_grad) for a in args]
+    r_outs, ref = run_with_grads(ref_fn, upcast(quantised), [g.double() for g in grads])
+    for name, k, e, r, n in zip(names, list(outs) + list(got), list(e_outs) + list(eager), list(r_outs) + list(ref),
+                                sums):
+        assert_parity(name, k, e, r, dtype, n=n)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("P", [8, 16])
+def test_stem(dtype, P):
+    B, H, W, C = 2, 2 * P, 3 * P, 64
+    N = B * 6
+    img = inputs(B, 3, H, W, device="cuda")
+    w = (inputs(C, 3, 3, 3, device="cuda", seed=1) / 27 ** 0.5).requires_grad_()
+    b = (0.1 * inputs(C, device="cuda", seed=2)).requires_grad_()
+    compare(dtype, lambda i, w, b: cuda_d.detailer_stem(i, P, w, b), lambda i, w, b: ref_d.detailer_stem(i, P, w, b),
+            [img, w, b], [(N, C, P, P), (N, C, P // 2, P // 2)], ["skip", "pooled", "dweight", "dbias"],
+            [27, 27, N * P * P, N * P * P])
+
+
+@gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_output(dtype):
+    B, H, W, P, C = 2, 32, 48, 16, 64
+    N = B * 6
+    y = inputs(N, C, P, P, device="cuda", dtype=dtype).contiguous(memory_format=torch.channels_last)
+    y.requires_grad_()
+    w = (inputs(3, C, 1, 1, device="cuda", seed=1) / 8).requires_grad_()
+    b = inputs(3, device="cuda", seed=2, requires_grad=True)
+    compare(dtype, lambda y, w, b: cuda_d.detailer_output(y, w, b, B, H, W),
+            lambda y, w, b: ref_d.detailer_output(y, w, b, B, H, W), [y, w, b], [(B, 3, H, W)],
+            ["image", "dy", "dweight", "dbias"], [C, 3, N * P * P, N * P * P])
