@@ -112,3 +112,9 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
     run(tmp_path / "big", "--steps", "3")
     run(tmp_path / "accum", "--steps", "3", "--accum", "2")
     same_state(newest(tmp_path / "big")["model"], newest(tmp_path / "accum")["model"], exact=False)
+
+
+def test_tensorboard_scalars(tmp_path):
+    pytest.importorskip("tensorboard")
+    run(tmp_path, "--steps", "2", "--tensorboard")
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
