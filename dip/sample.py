@@ -72,6 +72,7 @@ def parser() -> argparse.ArgumentParser:
     a("--shift", type=float, default=1.0, help="timestep shift")
     a("--skip-uncond", action="store_true", help="skip the unconditional half outside the guidance interval")
     a("--seed", type=int, default=0)
+    a("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when present")
     a("--precision", choices=["bf16", "fp32"], default=None, help="default bf16 on CUDA, fp32 on CPU")
     a("--kernels", default=None, choices=["torch", "triton", "cuda", "auto"])
     a("--out", default="samples")
@@ -82,7 +83,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> Path:
     args = parser().parse_args(argv)
-    rank, world, device = init_distributed()
+    rank, world, device = init_distributed(args.device)
     model = load_model(args.ckpt, args.model, args.which, args.kernels, device)
     model.check_inputs = False
     K = model.num_classes

@@ -51,6 +51,7 @@ def parser() -> argparse.ArgumentParser:
     a("--label-dropout", type=float)
     a("--grad-clip", type=float, help="clip the global gradient norm (default: none, as the paper)")
     a("--seed", type=int, default=0)
+    a("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when present")
     a("--precision", choices=["bf16", "fp32"], help="bf16 autocast (default on CUDA) or fp32 (default on CPU)")
     a("--tf32", action=argparse.BooleanOptionalAction, default=True, help="TF32 matmuls on CUDA")
     a("--compile", action="store_true", help="torch.compile the model")
@@ -80,7 +81,7 @@ def resolve(args: argparse.Namespace) -> dict:
     defaults = {"image_size": r.image_size, "batch": r.global_batch, "lr": r.lr, "weight_decay": r.weight_decay,
                 "ema_decay": r.ema_decay, "label_dropout": r.label_dropout, "repa_weight": r.repa_weight,
                 "repa_block": r.repa_block,
-                "precision": "bf16" if torch.cuda.is_available() else "fp32",
+                "precision": "bf16" if torch.cuda.is_available() and args.device != "cpu" else "fp32",
                 "minutes": 7.0 if args.model == "DiP-T/8" and args.steps is None else None}
     for k, v in defaults.items():
         if cfg.get(k) is None:
@@ -92,11 +93,12 @@ def resolve(args: argparse.Namespace) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------- pieces
-def init_distributed() -> tuple[int, int, torch.device]:
-    """(rank, world size, device) from torchrun's environment; gloo on CPU, NCCL on GPU."""
+def init_distributed(device: str = "auto") -> tuple[int, int, torch.device]:
+    """(rank, world size, device) from torchrun's environment; gloo on CPU, NCCL on GPU. ``device``: auto (CUDA
+    when present), cpu or cuda."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    if torch.cuda.is_available():
+    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     else:
@@ -186,7 +188,7 @@ class Trainer:
 
     def __init__(self, cfg: dict):
         self.cfg = cfg
-        self.rank, self.world, self.device = init_distributed()
+        self.rank, self.world, self.device = init_distributed(cfg["device"])
         if cfg["deterministic"]:
             torch.use_deterministic_algorithms(True)
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

@@ -12,11 +12,19 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+# kernels run on CPU tensors only through the interpreter (set above when no GPU is present)
+KERNEL_DEVICES = (["cpu"] if os.environ.get("TRITON_INTERPRET") == "1" else []) + DEVICES[1:]
 
 
 @pytest.fixture(params=DEVICES)
 def device(request):
     """Every test that takes ``device`` runs on the CPU and, where present, on CUDA."""
+    return torch.device(request.param)
+
+
+@pytest.fixture(params=KERNEL_DEVICES)
+def kernel_device(request):
+    """Where the kernel tests run: CUDA when present, the CPU through the Triton interpreter otherwise."""
     return torch.device(request.param)
 
 

@@ -7,15 +7,15 @@ from dip_kernels import block_boundary as ref_ops
 from dip_kernels import block_boundary_cuda as cuda_ops
 from dip_kernels import block_boundary_triton as tri_ops
 from dip_kernels.cuda_ext import extension
-from parity import assert_parity, inputs, run_with_grads, upcast
+from parity import interpreted_only, assert_parity, inputs, run_with_grads, upcast
 
 BACKENDS = {"triton": tri_ops, "cuda": cuda_ops}
 
 
 @pytest.fixture(params=["triton", "cuda"])
-def kernels(request, device):
+def kernels(request, kernel_device):
     """The op module of each kernel backend that can run on ``device``."""
-    if request.param == "cuda" and (device.type != "cuda" or extension() is None):
+    if request.param == "cuda" and (kernel_device.type != "cuda" or extension() is None):
         pytest.skip("the CUDA extension needs a CUDA device")
     return BACKENDS[request.param]
 
@@ -29,16 +29,16 @@ def boundary_fn(ops, norm, with_res, D):
     return fn
 
 
-def check(device, dtype, B, T, D, norm, with_res, stride0=False, ops=tri_ops):
-    res = inputs(B, T, D, dtype=dtype, device=device, requires_grad=True)
-    br = inputs(B, T, D, dtype=dtype, device=device, seed=1, requires_grad=with_res)
-    mod = (0.1 * inputs(B, 6 * D, device=device, seed=2)).to(dtype).requires_grad_()
-    w = inputs(D, device=device, seed=3, requires_grad=True) if norm == "rms" else None
+def check(kernel_device, dtype, B, T, D, norm, with_res, stride0=False, ops=tri_ops):
+    res = inputs(B, T, D, dtype=dtype, device=kernel_device, requires_grad=True)
+    br = inputs(B, T, D, dtype=dtype, device=kernel_device, seed=1, requires_grad=with_res)
+    mod = (0.1 * inputs(B, 6 * D, device=kernel_device, seed=2)).to(dtype).requires_grad_()
+    w = inputs(D, device=kernel_device, seed=3, requires_grad=True) if norm == "rms" else None
     args = [res, br, mod, w]
     if stride0:  # what out.sum().backward() produces
-        grads = [torch.ones((), device=device).expand(B, T, D)] * 2
+        grads = [torch.ones((), device=kernel_device).expand(B, T, D)] * 2
     else:
-        grads = [inputs(B, T, D, device=device, seed=4 + i) for i in range(2)]
+        grads = [inputs(B, T, D, device=kernel_device, seed=4 + i) for i in range(2)]
     grads = grads if with_res else grads[1:]
     outs, got = run_with_grads(boundary_fn(ops, norm, with_res, D), args, grads)
     e_outs, eager = run_with_grads(boundary_fn(ref_ops, norm, with_res, D), args, grads)
@@ -56,24 +56,24 @@ def check(device, dtype, B, T, D, norm, with_res, stride0=False, ops=tri_ops):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("norm", ["rms", "layer"])
 @pytest.mark.parametrize("with_res", [True, False])
-def test_block_boundary(device, kernels, dtype, norm, with_res):
-    check(device, dtype, B=2, T=7, D=72, norm=norm, with_res=with_res, ops=kernels)
+def test_block_boundary(kernel_device, kernels, dtype, norm, with_res):
+    check(kernel_device, dtype, B=2, T=7, D=72, norm=norm, with_res=with_res, ops=kernels)
 
 
 @pytest.mark.parametrize("B,T,D", [(1, 5, 37), (3, 3, 144), (1, 1, 160)])
-def test_odd_shapes(device, kernels, B, T, D):
-    check(device, torch.float32, B, T, D, "rms", True, ops=kernels)
+def test_odd_shapes(kernel_device, kernels, B, T, D):
+    check(kernel_device, torch.float32, B, T, D, "rms", True, ops=kernels)
 
 
-def test_stride0_upstream_gradients(device, kernels):
-    check(device, torch.float32, 2, 5, 40, "rms", True, stride0=True, ops=kernels)
+def test_stride0_upstream_gradients(kernel_device, kernels):
+    check(kernel_device, torch.float32, 2, 5, 40, "rms", True, stride0=True, ops=kernels)
 
 
-def test_bf16_autocast_emits_bf16(device):
-    x = inputs(2, 3, 8, device=device)
-    mod = inputs(2, 6 * 8, device=device)
-    with torch.autocast(device.type, dtype=torch.bfloat16):
-        h = tri_ops.modulated_norm(x, torch.ones(8, device=device), mod[:, :8], mod[:, 8:16])
+def test_bf16_autocast_emits_bf16(kernel_device):
+    x = inputs(2, 3, 8, device=kernel_device)
+    mod = inputs(2, 6 * 8, device=kernel_device)
+    with torch.autocast(kernel_device.type, dtype=torch.bfloat16):
+        h = tri_ops.modulated_norm(x, torch.ones(8, device=kernel_device), mod[:, :8], mod[:, 8:16])
     assert h.dtype == torch.bfloat16
 
 
@@ -91,6 +91,7 @@ def test_bad_arguments_raise_before_launch():
         tri_ops.modulated_norm(x, torch.ones(8, device="meta"), mod[:, :8], mod[:, 8:16])
 
 
+@interpreted_only
 def test_opcheck():
     x, br = inputs(2, 3, 8), inputs(2, 3, 8, seed=1)
     mod, w = inputs(2, 48, seed=2), inputs(8, seed=3)
@@ -135,8 +136,8 @@ def test_cuda_backend_fails_cleanly_without_a_gpu():
 def test_cuda_kernels_capture_in_a_cuda_graph():
     """The kernels launch on the current stream and allocate nothing themselves: a graph replays them."""
     dev = torch.device("cuda")
-    x, br = inputs(4, 256, 1152, device=dev, dtype=torch.bfloat16), inputs(4, 256, 1152, device=dev, seed=1,
-                                                                            dtype=torch.bfloat16)
+    x = inputs(4, 256, 1152, device=dev, dtype=torch.bfloat16)
+    br = inputs(4, 256, 1152, device=dev, seed=1, dtype=torch.bfloat16)
     mod, w = inputs(4, 6 * 1152, device=dev, seed=2, dtype=torch.bfloat16), inputs(1152, device=dev, seed=3)
     args = (x, br, mod[:, :1152], w, mod[:, 1152:2304], mod[:, 2304:3456])
     side = torch.cuda.Stream()

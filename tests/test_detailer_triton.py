@@ -7,19 +7,19 @@ from dip.detailer_head import PatchDetailerHead
 from dip_kernels import KernelTable
 from dip_kernels import detailer as ref_d
 from dip_kernels import detailer_triton as tri_d
-from parity import assert_parity, inputs, poisoned_allocations, run_with_grads, upcast
+from parity import interpreted_only, assert_parity, inputs, poisoned_allocations, run_with_grads, upcast
 
 
 def channels_last(t):
     return t.detach().contiguous(memory_format=torch.channels_last).requires_grad_(t.requires_grad)
 
 
-def compare(device, dtype, kernel_fn, ref_fn, args, grad_shapes, out_names, out_n, grad_names, grad_n):
+def compare(kernel_device, dtype, kernel_fn, ref_fn, args, grad_shapes, out_names, out_n, grad_names, grad_n):
     """bf16 runs the way training does: bf16 activations, fp32 parameters, bf16 autocast. The fp64 reference takes
     the inputs as autocast hands them to the convolutions (rounded to bf16): input quantisation is not kernel
     error, and it would otherwise flip max-pool winners between near-equal values."""
-    grads = [inputs(*s, device=device, seed=50 + i) for i, s in enumerate(grad_shapes)]
-    low = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+    grads = [inputs(*s, device=kernel_device, seed=50 + i) for i, s in enumerate(grad_shapes)]
+    low = torch.autocast(kernel_device.type, dtype=dtype, enabled=dtype != torch.float32)
     with poisoned_allocations(), low:
         outs, got = run_with_grads(kernel_fn, args, grads)
     with low:
@@ -33,10 +33,10 @@ def compare(device, dtype, kernel_fn, ref_fn, args, grad_shapes, out_names, out_
     return outs
 
 
-def weights(device, dtype, cout, cin, k, seed):
+def weights(kernel_device, dtype, cout, cin, k, seed):
     """fp32 parameters (master weights), whatever the activation dtype."""
-    w = (inputs(cout, cin, k, k, device=device, seed=seed) / (cin * k * k) ** 0.5).requires_grad_()
-    return w, (0.1 * inputs(cout, device=device, seed=seed + 1)).requires_grad_()
+    w = (inputs(cout, cin, k, k, device=kernel_device, seed=seed) / (cin * k * k) ** 0.5).requires_grad_()
+    return w, (0.1 * inputs(cout, device=kernel_device, seed=seed + 1)).requires_grad_()
 
 
 DTYPES = [torch.float32, torch.bfloat16]
@@ -44,10 +44,10 @@ DTYPES = [torch.float32, torch.bfloat16]
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("N,cin,cout,S", [(2, 5, 6, 8), (3, 4, 20, 2)])
-def test_encoder(device, dtype, N, cin, cout, S):
-    x = channels_last(inputs(N, cin, S, S, dtype=dtype, device=device, requires_grad=True))
-    w, b = weights(device, dtype, cout, cin, 3, 1)
-    outs = compare(device, dtype, tri_d.detailer_encoder, ref_d.detailer_encoder, [x, w, b],
+def test_encoder(kernel_device, dtype, N, cin, cout, S):
+    x = channels_last(inputs(N, cin, S, S, dtype=dtype, device=kernel_device, requires_grad=True))
+    w, b = weights(kernel_device, dtype, cout, cin, 3, 1)
+    outs = compare(kernel_device, dtype, tri_d.detailer_encoder, ref_d.detailer_encoder, [x, w, b],
                    [(N, cout, S, S), (N, cout, S // 2, S // 2)], ["skip", "pooled"], [9 * cin] * 2,
                    ["dx", "dweight", "dbias"], [9 * cout, N * S * S, N * S * S])
     assert outs[0].is_contiguous(memory_format=torch.channels_last)
@@ -55,11 +55,11 @@ def test_encoder(device, dtype, N, cin, cout, S):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("P,B,H,W", [(8, 1, 16, 8), (4, 2, 8, 12)])
-def test_stem_reads_the_image(device, dtype, P, B, H, W):
-    img = inputs(B, 3, H, W, device=device, requires_grad=True)
-    w, b = weights(device, dtype, 6, 3, 3, 2)
+def test_stem_reads_the_image(kernel_device, dtype, P, B, H, W):
+    img = inputs(B, 3, H, W, device=kernel_device, requires_grad=True)
+    w, b = weights(kernel_device, dtype, 6, 3, 3, 2)
     N = B * (H // P) * (W // P)
-    compare(device, dtype, lambda i, w, b: tri_d.detailer_stem(i, P, w, b),
+    compare(kernel_device, dtype, lambda i, w, b: tri_d.detailer_stem(i, P, w, b),
             lambda i, w, b: ref_d.detailer_stem(i, P, w, b), [img, w, b],
             [(N, 6, P, P), (N, 6, P // 2, P // 2)], ["skip", "pooled"], [27, 27],
             ["dimg", "dweight", "dbias"], [54, N * P * P, N * P * P])
@@ -67,75 +67,75 @@ def test_stem_reads_the_image(device, dtype, P, B, H, W):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("r", [1, 2])
-def test_bottleneck(device, dtype, r):
+def test_bottleneck(kernel_device, dtype, r):
     N, C, D = 3, 6, 10
-    pooled = channels_last(inputs(N, C, r, r, dtype=dtype, device=device, requires_grad=True))
-    ctx = inputs(N, D, dtype=dtype, device=device, seed=3, requires_grad=True)
-    w, b = weights(device, dtype, C, C + D, 1, 4)
-    compare(device, dtype, tri_d.detailer_bottleneck, ref_d.detailer_bottleneck, [pooled, ctx, w, b],
+    pooled = channels_last(inputs(N, C, r, r, dtype=dtype, device=kernel_device, requires_grad=True))
+    ctx = inputs(N, D, dtype=dtype, device=kernel_device, seed=3, requires_grad=True)
+    w, b = weights(kernel_device, dtype, C, C + D, 1, 4)
+    compare(kernel_device, dtype, tri_d.detailer_bottleneck, ref_d.detailer_bottleneck, [pooled, ctx, w, b],
             [(N, C, r, r)], ["y"], [C + D], ["dpooled", "dcontext", "dweight", "dbias"],
             [C, C * r * r, N * r * r, N * r * r])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("r,cin,cs,cout", [(1, 6, 5, 4), (2, 4, 4, 3), (4, 3, 7, 5)])
-def test_decoder(device, dtype, r, cin, cs, cout):
+def test_decoder(kernel_device, dtype, r, cin, cs, cout):
     N = 2
-    x = channels_last(inputs(N, cin, r, r, dtype=dtype, device=device, requires_grad=True))
-    skip = channels_last(inputs(N, cs, 2 * r, 2 * r, dtype=dtype, device=device, seed=5, requires_grad=True))
-    up_w, up_b = weights(device, dtype, cin, cin, 2, 6)
-    w, b = weights(device, dtype, cout, cin + cs, 3, 8)
-    compare(device, dtype, tri_d.detailer_decoder, ref_d.detailer_decoder, [x, skip, up_w, up_b, w, b],
+    x = channels_last(inputs(N, cin, r, r, dtype=dtype, device=kernel_device, requires_grad=True))
+    skip = channels_last(inputs(N, cs, 2 * r, 2 * r, dtype=dtype, device=kernel_device, seed=5, requires_grad=True))
+    up_w, up_b = weights(kernel_device, dtype, cin, cin, 2, 6)
+    w, b = weights(kernel_device, dtype, cout, cin + cs, 3, 8)
+    compare(kernel_device, dtype, tri_d.detailer_decoder, ref_d.detailer_decoder, [x, skip, up_w, up_b, w, b],
             [(N, cout, 2 * r, 2 * r)], ["y"], [9 * (cin + cs) + cin],
             ["dx", "dskip", "dup_weight", "dup_bias", "dweight", "dbias"],
             [9 * cout * cin, 9 * cout, N * r * r * 4, N * 4 * r * r, N * 4 * r * r, N * 4 * r * r])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_last_stage_fuses_the_output_conv(device, dtype):
+def test_last_stage_fuses_the_output_conv(kernel_device, dtype):
     B, H, W, r, cin, cs, cout = 2, 8, 12, 2, 5, 4, 6
     N = B * (H // (2 * r)) * (W // (2 * r))
-    x = channels_last(inputs(N, cin, r, r, dtype=dtype, device=device, requires_grad=True))
-    skip = channels_last(inputs(N, cs, 2 * r, 2 * r, dtype=dtype, device=device, seed=5, requires_grad=True))
-    up_w, up_b = weights(device, dtype, cin, cin, 2, 6)
-    w, b = weights(device, dtype, cout, cin + cs, 3, 8)
-    out_w, out_b = weights(device, dtype, 3, cout, 1, 10)
+    x = channels_last(inputs(N, cin, r, r, dtype=dtype, device=kernel_device, requires_grad=True))
+    skip = channels_last(inputs(N, cs, 2 * r, 2 * r, dtype=dtype, device=kernel_device, seed=5, requires_grad=True))
+    up_w, up_b = weights(kernel_device, dtype, cin, cin, 2, 6)
+    w, b = weights(kernel_device, dtype, cout, cin + cs, 3, 8)
+    out_w, out_b = weights(kernel_device, dtype, 3, cout, 1, 10)
 
     def fn(ops):
         return lambda x, skip, up_w, up_b, w, b, out_w, out_b: ops.detailer_decoder_output(
             x, skip, up_w, up_b, w, b, out_w, out_b, B, H, W)
 
-    compare(device, dtype, fn(tri_d), fn(ref_d), [x, skip, up_w, up_b, w, b, out_w, out_b], [(B, 3, H, W)],
+    compare(kernel_device, dtype, fn(tri_d), fn(ref_d), [x, skip, up_w, up_b, w, b, out_w, out_b], [(B, 3, H, W)],
             ["image"], [cout * 9 * (cin + cs)], ["dx", "dskip", "dup_weight", "dup_bias", "dweight", "dbias",
                                                  "dout_weight", "dout_bias"],
             [27 * cout * cin, 27 * cout, N * 16, N * 16, N * 16, N * 16, N * 16, N * 16])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_output_writes_the_image(device, dtype):
+def test_output_writes_the_image(kernel_device, dtype):
     B, H, W, P, C = 2, 8, 12, 4, 5
     N = B * (H // P) * (W // P)
-    y = channels_last(inputs(N, C, P, P, dtype=dtype, device=device, requires_grad=True))
-    w, b = weights(device, dtype, 3, C, 1, 9)
-    compare(device, dtype, lambda y, w, b: tri_d.detailer_output(y, w, b, B, H, W),
+    y = channels_last(inputs(N, C, P, P, dtype=dtype, device=kernel_device, requires_grad=True))
+    w, b = weights(kernel_device, dtype, 3, C, 1, 9)
+    compare(kernel_device, dtype, lambda y, w, b: tri_d.detailer_output(y, w, b, B, H, W),
             lambda y, w, b: ref_d.detailer_output(y, w, b, B, H, W), [y, w, b], [(B, 3, H, W)], ["image"], [C],
             ["dy", "dweight", "dbias"], [3, N * P * P, N * P * P])
 
 
 @pytest.mark.parametrize("P", [8, 16, 32])
-def test_whole_head(device, P):
+def test_whole_head(kernel_device, P):
     torch.manual_seed(0)
     D = 8
-    head = PatchDetailerHead(P, D, base_width=4, max_width=16).to(device)
+    head = PatchDetailerHead(P, D, base_width=4, max_width=16).to(kernel_device)
     B, H, W = 1, 2 * P, P
-    img = inputs(B, 3, H, W, device=device)
-    ctx = inputs(B, (H // P) * (W // P), D, device=device, seed=1, requires_grad=True)
-    grad = inputs(B, 3, H, W, device=device, seed=2)
+    img = inputs(B, 3, H, W, device=kernel_device)
+    ctx = inputs(B, (H // P) * (W // P), D, device=kernel_device, seed=1, requires_grad=True)
+    grad = inputs(B, 3, H, W, device=kernel_device, seed=2)
     params = list(head.parameters())
 
     def run(backend, dtype=torch.float32):
         head.to(dtype)
-        ops = KernelTable(backend).on(device.type)
+        ops = KernelTable(backend).on(kernel_device.type)
         c = ctx.detach().to(dtype).requires_grad_()
         out = head(img.to(dtype), c, ops)
         grads = torch.autograd.grad(out, [c, *params], grad.to(dtype))
@@ -162,6 +162,7 @@ def test_errors():
         tri_d.detailer_stem(inputs(1, 3, 12, 16), 8, inputs(6, 3, 3, 3), inputs(6))
 
 
+@interpreted_only
 def test_opcheck():
     x = channels_last(inputs(2, 4, 4, 4, requires_grad=True))
     w, b = weights("cpu", torch.float32, 6, 4, 3, 1)

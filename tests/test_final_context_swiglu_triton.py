@@ -8,7 +8,7 @@ from dip_kernels import final_context_triton as tri_c
 from dip_kernels.cuda_ext import extension
 from dip_kernels import swiglu as ref_f
 from dip_kernels import swiglu_triton as tri_f
-from parity import assert_parity, inputs, run_with_grads, upcast
+from parity import interpreted_only, assert_parity, inputs, run_with_grads, upcast
 
 
 def compare(fn_kernel, fn_ref, args, grads, dtype, out_names, grad_names, sums):
@@ -29,50 +29,51 @@ def context_fn(ops, D):
 
 
 @pytest.fixture(params=["triton", "cuda"])
-def context_kernels(request, device):
+def context_kernels(request, kernel_device):
     """The final-context module of each kernel backend that can run on ``device``."""
-    if request.param == "cuda" and (device.type != "cuda" or extension() is None):
+    if request.param == "cuda" and (kernel_device.type != "cuda" or extension() is None):
         pytest.skip("the CUDA extension needs a CUDA device")
     return {"triton": tri_c, "cuda": cuda_c}[request.param]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("B,T,D", [(2, 7, 72), (1, 5, 37)])
-def test_final_context(device, context_kernels, dtype, B, T, D):
-    x = inputs(B, T, D, dtype=dtype, device=device, requires_grad=True)
-    br = inputs(B, T, D, dtype=dtype, device=device, seed=1, requires_grad=True)
-    mod = (0.3 * inputs(B, 6 * D, device=device, seed=2)).to(dtype).requires_grad_()
-    temb = inputs(B, D, dtype=dtype, device=device, seed=3, requires_grad=True)
-    grads = [inputs(B, T, D, device=device, seed=4)]
+def test_final_context(kernel_device, context_kernels, dtype, B, T, D):
+    x = inputs(B, T, D, dtype=dtype, device=kernel_device, requires_grad=True)
+    br = inputs(B, T, D, dtype=dtype, device=kernel_device, seed=1, requires_grad=True)
+    mod = (0.3 * inputs(B, 6 * D, device=kernel_device, seed=2)).to(dtype).requires_grad_()
+    temb = inputs(B, D, dtype=dtype, device=kernel_device, seed=3, requires_grad=True)
+    grads = [inputs(B, T, D, device=kernel_device, seed=4)]
     outs = compare(context_fn(context_kernels, D), context_fn(ref_c, D), [x, br, mod, temb], grads, dtype, ["s"],
                    ["dx", "dbranch", "dmod", "dt_emb"], [1, 1, T, T])
     assert outs[0].dtype == dtype
 
 
-def test_final_context_stride0_grad(device, context_kernels):
-    args = [inputs(2, 3, 8, device=device, seed=s, requires_grad=True) for s in range(2)]
-    args += [inputs(2, 48, device=device, seed=2, requires_grad=True), inputs(2, 8, device=device, seed=3,
-                                                                            requires_grad=True)]
-    compare(context_fn(context_kernels, 8), context_fn(ref_c, 8), args, [torch.ones((), device=device).expand(2, 3, 8)],
-            torch.float32, ["s"], ["dx", "dbranch", "dmod", "dt_emb"], [1, 1, 3, 3])
+def test_final_context_stride0_grad(kernel_device, context_kernels):
+    args = [inputs(2, 3, 8, device=kernel_device, seed=s, requires_grad=True) for s in range(2)]
+    args += [inputs(2, 48, device=kernel_device, seed=2, requires_grad=True),
+             inputs(2, 8, device=kernel_device, seed=3, requires_grad=True)]
+    ones = torch.ones((), device=kernel_device).expand(2, 3, 8)
+    compare(context_fn(context_kernels, 8), context_fn(ref_c, 8), args, [ones], torch.float32, ["s"],
+            ["dx", "dbranch", "dmod", "dt_emb"], [1, 1, 3, 3])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("shape", [(2, 5, 300), (1, 1, 7)])
-def test_swiglu(device, dtype, shape):
-    a = inputs(*shape, dtype=dtype, device=device, requires_grad=True)
-    b = inputs(*shape, dtype=dtype, device=device, seed=1, requires_grad=True)
-    compare(tri_f.swiglu, ref_f.swiglu, [a, b], [inputs(*shape, device=device, seed=2)], dtype, ["out"],
+def test_swiglu(kernel_device, dtype, shape):
+    a = inputs(*shape, dtype=dtype, device=kernel_device, requires_grad=True)
+    b = inputs(*shape, dtype=dtype, device=kernel_device, seed=1, requires_grad=True)
+    compare(tri_f.swiglu, ref_f.swiglu, [a, b], [inputs(*shape, device=kernel_device, seed=2)], dtype, ["out"],
             ["da", "db"], [1, 1])
 
 
-def test_swiglu_on_halves_of_a_merged_projection(device):
-    ab = inputs(2, 3, 2 * 40, device=device, requires_grad=True)
+def test_swiglu_on_halves_of_a_merged_projection(kernel_device):
+    ab = inputs(2, 3, 2 * 40, device=kernel_device, requires_grad=True)
 
     def split(ops):
         return lambda t: ops.swiglu(t[..., :40], t[..., 40:])  # row stride 80, no copy
 
-    compare(split(tri_f), split(ref_f), [ab], [torch.ones((), device=device).expand(2, 3, 40)], torch.float32,
+    compare(split(tri_f), split(ref_f), [ab], [torch.ones((), device=kernel_device).expand(2, 3, 40)], torch.float32,
             ["out"], ["dab"], [1])
 
 
@@ -83,6 +84,7 @@ def test_errors():
         tri_c.final_context(inputs(2, 3, 8), inputs(2, 3, 8), inputs(2, 8), inputs(1, 8))
 
 
+@interpreted_only
 def test_opcheck():
     torch.library.opcheck(tri_f.swiglu_fwd, (inputs(4, 6), inputs(4, 6, seed=1), torch.float32))
     x, br, g, te = inputs(2, 3, 8), inputs(2, 3, 8, seed=1), inputs(2, 8, seed=2), inputs(2, 8, seed=3)

@@ -24,16 +24,16 @@ def run(model, x, t, y, grad):
 
 @pytest.mark.parametrize("backend", ["triton", "cuda"])
 @pytest.mark.parametrize("head", ["detailer", "dit"])
-def test_kernel_model_matches_reference(device, backend, head):
-    if backend == "cuda" and (device.type != "cuda" or extension() is None):
+def test_kernel_model_matches_reference(kernel_device, backend, head):
+    if backend == "cuda" and (kernel_device.type != "cuda" or extension() is None):
         pytest.skip("the CUDA extension needs a CUDA device")
     torch.manual_seed(0)
-    model = tiny_model(head=head, kernels=backend).to(device)
-    report = model.kernel_report(device.type)
+    model = tiny_model(head=head, kernels=backend).to(kernel_device)
+    report = model.kernel_report(kernel_device.type)
     want = TRITON_OPS if backend == "triton" else CUDA_OPS  # conftest interprets Triton without a GPU
     assert {op for op, b in report.items() if b == backend} == want
-    x, t, y = model_inputs(model, device=device)
-    grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(1)).to(device)
+    x, t, y = model_inputs(model, device=kernel_device)
+    grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(1)).to(kernel_device)
     v_k, g_k = run(model, x, t, y, grad)
     model.set_kernels("torch")
     v_e, g_e = run(model, x, t, y, grad)
@@ -45,10 +45,10 @@ def test_kernel_model_matches_reference(device, backend, head):
         assert_parity(name, g_k[name], g_e[name], g_r[name], torch.float32, n=rows)  # sums over token rows
 
 
-def test_compiled_triton_model_has_no_graph_breaks(device):
+def test_compiled_triton_model_has_no_graph_breaks(kernel_device):
     torch.manual_seed(0)
-    model = tiny_model(kernels="triton").to(device).eval()
-    x, t, y = model_inputs(model, device=device)
+    model = tiny_model(kernels="triton").to(kernel_device).eval()
+    x, t, y = model_inputs(model, device=kernel_device)
     with torch.no_grad():
         want = model(x, t, y)
         got = torch.compile(model, fullgraph=True, dynamic=False)(x, t, y)

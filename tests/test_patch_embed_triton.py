@@ -4,7 +4,7 @@ import torch
 
 from dip_kernels import patchify as ref_e
 from dip_kernels import patch_embed_triton as tri_e
-from parity import assert_parity, inputs, run_with_grads, upcast
+from parity import interpreted_only, assert_parity, inputs, run_with_grads, upcast
 
 
 def embed(ops, P):
@@ -14,12 +14,12 @@ def embed(ops, P):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("B,C,H,W,P,D", [(2, 3, 16, 24, 8, 20), (1, 3, 8, 8, 4, 37), (3, 2, 4, 12, 2, 5)])
 @pytest.mark.parametrize("image_grad", [False, True])
-def test_patch_embed(device, dtype, B, C, H, W, P, D, image_grad):
-    img = inputs(B, C, H, W, dtype=dtype, device=device, requires_grad=image_grad)
-    w = (0.1 * inputs(D, C * P * P, device=device, seed=1)).to(dtype).requires_grad_()
-    b = inputs(D, dtype=dtype, device=device, seed=2, requires_grad=True)
+def test_patch_embed(kernel_device, dtype, B, C, H, W, P, D, image_grad):
+    img = inputs(B, C, H, W, dtype=dtype, device=kernel_device, requires_grad=image_grad)
+    w = (0.1 * inputs(D, C * P * P, device=kernel_device, seed=1)).to(dtype).requires_grad_()
+    b = inputs(D, dtype=dtype, device=kernel_device, seed=2, requires_grad=True)
     T = (H // P) * (W // P)
-    grads = [inputs(B, T, D, device=device, seed=3)]
+    grads = [inputs(B, T, D, device=kernel_device, seed=3)]
     args = [img, w, b]
     outs, got = run_with_grads(embed(tri_e, P), args, grads)
     e_outs, eager = run_with_grads(embed(ref_e, P), args, grads)
@@ -31,12 +31,12 @@ def test_patch_embed(device, dtype, B, C, H, W, P, D, image_grad):
         assert_parity(name, k, e, r, dtype, n=n)
 
 
-def test_strided_image_and_autocast(device):
-    img = inputs(2, 16, 16, 3, device=device).permute(0, 3, 1, 2)  # channels_last-like strides, no copy
-    w, b = 0.1 * inputs(7, 3 * 64, device=device, seed=1), inputs(7, device=device, seed=2)
+def test_strided_image_and_autocast(kernel_device):
+    img = inputs(2, 16, 16, 3, device=kernel_device).permute(0, 3, 1, 2)  # channels_last-like strides, no copy
+    w, b = 0.1 * inputs(7, 3 * 64, device=kernel_device, seed=1), inputs(7, device=kernel_device, seed=2)
     torch.testing.assert_close(tri_e.patch_embed(img, w, b, 8), ref_e.patch_embed(img, w, b, 8), rtol=1e-5,
                                atol=1e-4)
-    with torch.autocast(device.type, dtype=torch.bfloat16):
+    with torch.autocast(kernel_device.type, dtype=torch.bfloat16):
         assert tri_e.patch_embed(img, w, b, 8).dtype == torch.bfloat16
 
 
@@ -47,6 +47,7 @@ def test_errors():
         tri_e.patch_embed(inputs(1, 3, 16, 16), inputs(4, 100), inputs(4), 8)
 
 
+@interpreted_only
 def test_opcheck():
     img = inputs(1, 3, 8, 8, requires_grad=True)
     torch.library.opcheck(tri_e.patch_embed_fwd, (img, inputs(5, 48, requires_grad=True),

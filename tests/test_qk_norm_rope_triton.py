@@ -7,7 +7,7 @@ from dip_kernels import qk_norm_rope_cuda as cuda_b
 from dip_kernels import qk_norm_rope_triton as tri_b
 from dip_kernels.cuda_ext import extension
 from dip_kernels.qk_norm_rope import rope_2d_table
-from parity import assert_parity, inputs, run_with_grads, upcast
+from parity import interpreted_only, assert_parity, inputs, run_with_grads, upcast
 
 
 def fn(ops, H, cos, sin):
@@ -15,22 +15,22 @@ def fn(ops, H, cos, sin):
 
 
 @pytest.fixture(params=["triton", "cuda"])
-def rope_kernels(request, device):
+def rope_kernels(request, kernel_device):
     """The op module of each kernel backend that can run on ``device``."""
-    if request.param == "cuda" and (device.type != "cuda" or extension() is None):
+    if request.param == "cuda" and (kernel_device.type != "cuda" or extension() is None):
         pytest.skip("the CUDA extension needs a CUDA device")
     return {"triton": tri_b, "cuda": cuda_b}[request.param]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("B,gh,gw,H,hd", [(2, 3, 3, 2, 72), (1, 1, 5, 3, 8), (1, 4, 5, 1, 20)])
-def test_qk_norm_rope(device, rope_kernels, dtype, B, gh, gw, H, hd):
+def test_qk_norm_rope(kernel_device, rope_kernels, dtype, B, gh, gw, H, hd):
     T = gh * gw
-    qkv = inputs(B, T, 3 * H * hd, dtype=dtype, device=device, requires_grad=True)
-    qw = inputs(hd, device=device, seed=1, requires_grad=True)
-    kw = inputs(hd, device=device, seed=2, requires_grad=True)
-    cos, sin = rope_2d_table(hd, gh, gw, device=device)
-    grads = [inputs(B, H, T, hd, device=device, seed=3 + i) for i in range(3)]
+    qkv = inputs(B, T, 3 * H * hd, dtype=dtype, device=kernel_device, requires_grad=True)
+    qw = inputs(hd, device=kernel_device, seed=1, requires_grad=True)
+    kw = inputs(hd, device=kernel_device, seed=2, requires_grad=True)
+    cos, sin = rope_2d_table(hd, gh, gw, device=kernel_device)
+    grads = [inputs(B, H, T, hd, device=kernel_device, seed=3 + i) for i in range(3)]
     args = [qkv, qw, kw]
     outs, got = run_with_grads(fn(rope_kernels, H, cos, sin), args, grads)
     e_outs, eager = run_with_grads(fn(ref_b, H, cos, sin), args, grads)
@@ -42,10 +42,11 @@ def test_qk_norm_rope(device, rope_kernels, dtype, B, gh, gw, H, hd):
         assert_parity(name, k, e, r, dtype, n=n)
 
 
-def test_unused_output_gradient(device):
-    qkv = inputs(1, 4, 3 * 8, device=device, requires_grad=True)
-    cos, sin = rope_2d_table(8, 2, 2, device=device)
-    q, k, v = tri_b.qk_norm_rope(qkv, torch.ones(8, device=device), torch.ones(8, device=device), cos, sin, 1)
+def test_unused_output_gradient(kernel_device):
+    qkv = inputs(1, 4, 3 * 8, device=kernel_device, requires_grad=True)
+    cos, sin = rope_2d_table(8, 2, 2, device=kernel_device)
+    ones = torch.ones(8, device=kernel_device)
+    q, k, v = tri_b.qk_norm_rope(qkv, ones, ones, cos, sin, 1)
     q.sum().backward()  # stride-0 gradient for q, none for k and v
     assert torch.all(qkv.grad[..., 8:] == 0) and qkv.grad[..., :8].abs().sum() > 0
 
@@ -58,6 +59,7 @@ def test_errors():
         tri_b.qk_norm_rope(inputs(1, 4, 24), torch.ones(8), torch.ones(8), cos[:2], sin, 1)
 
 
+@interpreted_only
 def test_opcheck():
     cos, sin = rope_2d_table(8, 2, 2)
     torch.library.opcheck(tri_b.qk_norm_rope_fwd, (inputs(2, 4, 48), inputs(8, seed=1), inputs(8, seed=2), cos, sin,

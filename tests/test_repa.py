@@ -46,7 +46,7 @@ def test_training_with_repa(tmp_path):
     from dip.train import main
 
     stand_in(tmp_path / "dinov2.pth")
-    main(["--batch", "4", "--steps", "2", "--final-samples", "0", "--out", str(tmp_path / "run"), "--minutes", "10",
-          "--repa-encoder", str(tmp_path / "dinov2.pth")])
+    main(["--device", "cpu", "--batch", "4", "--steps", "2", "--final-samples", "0", "--out", str(tmp_path / "run"),
+          "--minutes", "10", "--repa-encoder", str(tmp_path / "dinov2.pth")])
     ckpt = torch.load(next((tmp_path / "run" / "checkpoints").glob("*.pt")), weights_only=True)
     assert ckpt["projector"] and "mlp.4.weight" in ckpt["projector"]

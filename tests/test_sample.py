@@ -8,9 +8,13 @@ import pytest
 
 from dip import create_model
 from dip.checkpoint import save_weights
-from dip.sample import main
+from dip.sample import main as sample_main
 
 pytest.importorskip("sklearn")
+
+
+def sample(args):
+    return sample_main(["--device", "cpu", *args])
 
 
 @pytest.fixture(scope="module")
@@ -18,12 +22,13 @@ def checkpoint(tmp_path_factory):
     from dip.train import main as train
 
     out = tmp_path_factory.mktemp("run")
-    train(["--batch", "8", "--steps", "2", "--final-samples", "0", "--out", str(out), "--minutes", "10"])
+    train(["--device", "cpu", "--batch", "8", "--steps", "2", "--final-samples", "0", "--out", str(out),
+           "--minutes", "10"])
     return next((out / "checkpoints").glob("*.pt"))
 
 
 def test_grid_and_npz_from_a_training_checkpoint(checkpoint, tmp_path):
-    main(["--ckpt", str(checkpoint), "--num-samples", "12", "--steps", "3", "--batch", "5", "--npz", "--grid",
+    sample(["--ckpt", str(checkpoint), "--num-samples", "12", "--steps", "3", "--batch", "5", "--npz", "--grid",
           "--out", str(tmp_path)])
     data = np.load(tmp_path / "samples.npz")
     assert data["arr_0"].shape == (12, 32, 32, 3) and data["arr_0"].dtype == np.uint8
@@ -33,16 +38,16 @@ def test_grid_and_npz_from_a_training_checkpoint(checkpoint, tmp_path):
 
 def test_batch_size_does_not_change_the_samples(checkpoint, tmp_path):
     for b in (2, 5):
-        main(["--ckpt", str(checkpoint), "--num-samples", "6", "--steps", "3", "--batch", str(b), "--npz",
+        sample(["--ckpt", str(checkpoint), "--num-samples", "6", "--steps", "3", "--batch", str(b), "--npz",
               "--out", str(tmp_path / str(b))])
     a, b = (np.load(tmp_path / s / "samples.npz")["arr_0"].astype(int) for s in ("2", "5"))
     assert np.abs(a - b).max() <= 1  # same seeds per sample; CPU kernels may round differently per batch size
 
 
 def test_two_ranks_match_one(checkpoint, tmp_path):
-    main(["--ckpt", str(checkpoint), "--num-samples", "5", "--steps", "3", "--npz", "--out", str(tmp_path / "one")])
+    sample(["--ckpt", str(checkpoint), "--num-samples", "5", "--steps", "3", "--npz", "--out", str(tmp_path / "one")])
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29544", "-m",
-           "dip.sample", "--ckpt", str(checkpoint), "--num-samples", "5", "--steps", "3", "--npz",
+           "dip.sample", "--device", "cpu", "--ckpt", str(checkpoint), "--num-samples", "5", "--steps", "3", "--npz",
            "--out", str(tmp_path / "two")]
     subprocess.run(cmd, check=True, capture_output=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     a, b = (np.load(tmp_path / s / "samples.npz") for s in ("one", "two"))
@@ -53,8 +58,8 @@ def test_two_ranks_match_one(checkpoint, tmp_path):
 def test_plain_weights_file_with_a_preset(tmp_path):
     model = create_model("DiP-T/8")
     save_weights(tmp_path / "w.safetensors", model.state_dict())
-    main(["--ckpt", str(tmp_path / "w.safetensors"), "--model", "DiP-T/8", "--num-samples", "2", "--steps", "2",
+    sample(["--ckpt", str(tmp_path / "w.safetensors"), "--model", "DiP-T/8", "--num-samples", "2", "--steps", "2",
           "--out", str(tmp_path / "s")])
     assert (tmp_path / "s" / "grid.png").is_file()
     with pytest.raises(ValueError, match="does not fit preset"):
-        main(["--ckpt", str(tmp_path / "w.safetensors"), "--model", "DiP-S/16", "--out", str(tmp_path / "x")])
+        sample(["--ckpt", str(tmp_path / "w.safetensors"), "--model", "DiP-S/16", "--out", str(tmp_path / "x")])

@@ -13,8 +13,8 @@ from dip.train import main
 
 pytest.importorskip("sklearn")
 
-TINY = ["--model", "DiP-T/8", "--batch", "8", "--final-samples", "0", "--log-every", "1", "--sample-every", "100000",
-        "--minutes", "100"]
+TINY = ["--model", "DiP-T/8", "--device", "cpu", "--batch", "8", "--final-samples", "0", "--log-every", "1",
+        "--sample-every", "100000", "--minutes", "100"]
 
 
 def run(out, *extra):
