@@ -44,3 +44,13 @@ def model_inputs(model, batch=2, size=None, device="cpu", seed=0):
     y = torch.randint(0, model.num_classes + 1, (batch,), generator=g)
     y[-1] = model.num_classes
     return x.to(device), t.to(device), y.to(device)
+
+
+def backend_module(request, device, modules: dict):
+    """The op module of ``request.param``'s backend (``modules``: backend → module) where it can run on ``device``."""
+    if request.param == "cuda":
+        from dip_kernels.cuda_ext import extension
+
+        if device.type != "cuda" or extension() is None:
+            pytest.skip("the CUDA extension needs a CUDA device")
+    return modules[request.param]

@@ -69,3 +69,26 @@ class poisoned_allocations:
     def __exit__(self, *exc):
         torch.empty, torch.empty_like, torch.Tensor.new_empty = self.saved
         return False
+
+
+def check_against_reference(device, dtype, kernel_fn, ref_fn, args, grad_shapes, out_names, out_n, grad_names,
+                            grad_n):
+    """Run ``kernel_fn`` (with poisoned allocations), ``ref_fn`` in low precision and ``ref_fn`` in fp64, and assert
+    the parity rule on every output and input gradient (``*_n``: terms summed into each value).
+
+    bf16 runs the way training does: bf16 activations, fp32 parameters, bf16 autocast. The fp64 reference takes the
+    inputs as autocast hands them to the kernels (rounded to bf16): input quantisation is not kernel error, and it
+    would otherwise flip max-pool winners between near-equal values. Returns the kernel's outputs."""
+    grads = [inputs(*s, device=device, seed=50 + i) for i, s in enumerate(grad_shapes)]
+    low = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+    with poisoned_allocations(), low:
+        outs, got = run_with_grads(kernel_fn, args, grads)
+    with low:
+        e_outs, eager = run_with_grads(ref_fn, args, grads)
+    quantised = [a.detach().to(dtype).requires_grad_(a.requires_grad) for a in args]
+    r_outs, ref = run_with_grads(ref_fn, upcast(quantised), [g.double() for g in grads])
+    for name, k, e, r, n in zip(out_names, outs, e_outs, r_outs, out_n):
+        assert_parity(name, k, e, r, dtype, n=n)
+    for name, k, e, r, n in zip(grad_names, got, eager, ref, grad_n):
+        assert_parity(name, k, e, r, dtype, n=n)
+    return outs

@@ -7,6 +7,7 @@ from dip_kernels import block_boundary as ref_ops
 from dip_kernels import block_boundary_cuda as cuda_ops
 from dip_kernels import block_boundary_triton as tri_ops
 from dip_kernels.cuda_ext import extension
+from conftest import backend_module
 from parity import interpreted_only, assert_parity, inputs, run_with_grads, upcast
 
 BACKENDS = {"triton": tri_ops, "cuda": cuda_ops}
@@ -14,10 +15,8 @@ BACKENDS = {"triton": tri_ops, "cuda": cuda_ops}
 
 @pytest.fixture(params=["triton", "cuda"])
 def kernels(request, kernel_device):
-    """The op module of each kernel backend that can run on ``device``."""
-    if request.param == "cuda" and (kernel_device.type != "cuda" or extension() is None):
-        pytest.skip("the CUDA extension needs a CUDA device")
-    return BACKENDS[request.param]
+    """The op module of each kernel backend that can run on the test's device."""
+    return backend_module(request, kernel_device, BACKENDS)
 
 
 def boundary_fn(ops, norm, with_res, D):

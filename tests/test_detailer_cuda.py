@@ -6,7 +6,7 @@ import torch
 from dip_kernels import detailer as ref_d
 from dip_kernels import detailer_cuda as cuda_d
 from dip_kernels.cuda_ext import extension
-from parity import assert_parity, inputs, poisoned_allocations, run_with_grads, upcast
+from parity import check_against_reference, inputs
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available() or extension() is None,
                          reason="the CUDA extension needs a CUDA device")
@@ -20,17 +20,10 @@ def test_fails_cleanly_without_a_gpu():
 
 
 def compare(dtype, kernel_fn, ref_fn, args, grad_shapes, names, sums):
-    grads = [inputs(*s, device="cuda", seed=40 + i) for i, s in enumerate(grad_shapes)]
-    low = torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32)
-    with poisoned_allocations(), low:
-        outs, got = run_with_grads(kernel_fn, args, grads)
-    with low:
-        e_outs, eager = run_with_grads(ref_fn, args, grads)
-    quantised = [a.detach().to(dtype).requires_grad_(a.requires_grad) for a in args]
-    r_outs, ref = run_with_grads(ref_fn, upcast(quantised), [g.double() for g in grads])
-    for name, k, e, r, n in zip(names, list(outs) + list(got), list(e_outs) + list(eager), list(r_outs) + list(ref),
-                                sums):
-        assert_parity(name, k, e, r, dtype, n=n)
+    """Outputs first, then input gradients (``names``/``sums`` in that order)."""
+    k = len(grad_shapes)
+    check_against_reference(torch.device("cuda"), dtype, kernel_fn, ref_fn, args, grad_shapes, names[:k], sums[:k],
+                            names[k:], sums[k:])
 
 
 @gpu

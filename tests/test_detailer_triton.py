@@ -7,30 +7,12 @@ from dip.detailer_head import PatchDetailerHead
 from dip_kernels import KernelTable
 from dip_kernels import detailer as ref_d
 from dip_kernels import detailer_triton as tri_d
-from parity import interpreted_only, assert_parity, inputs, poisoned_allocations, run_with_grads, upcast
+from parity import assert_parity, inputs, interpreted_only, poisoned_allocations
+from parity import check_against_reference as compare
 
 
 def channels_last(t):
     return t.detach().contiguous(memory_format=torch.channels_last).requires_grad_(t.requires_grad)
-
-
-def compare(kernel_device, dtype, kernel_fn, ref_fn, args, grad_shapes, out_names, out_n, grad_names, grad_n):
-    """bf16 runs the way training does: bf16 activations, fp32 parameters, bf16 autocast. The fp64 reference takes
-    the inputs as autocast hands them to the convolutions (rounded to bf16): input quantisation is not kernel
-    error, and it would otherwise flip max-pool winners between near-equal values."""
-    grads = [inputs(*s, device=kernel_device, seed=50 + i) for i, s in enumerate(grad_shapes)]
-    low = torch.autocast(kernel_device.type, dtype=dtype, enabled=dtype != torch.float32)
-    with poisoned_allocations(), low:
-        outs, got = run_with_grads(kernel_fn, args, grads)
-    with low:
-        e_outs, eager = run_with_grads(ref_fn, args, grads)
-    quantised = [a.detach().to(dtype).requires_grad_(a.requires_grad) for a in args]
-    r_outs, ref = run_with_grads(ref_fn, upcast(quantised), [g.double() for g in grads])
-    for name, k, e, r, n in zip(out_names, outs, e_outs, r_outs, out_n):
-        assert_parity(name, k, e, r, dtype, n=n)
-    for name, k, e, r, n in zip(grad_names, got, eager, ref, grad_n):
-        assert_parity(name, k, e, r, dtype, n=n)
-    return outs
 
 
 def weights(kernel_device, dtype, cout, cin, k, seed):
@@ -47,7 +29,7 @@ DTYPES = [torch.float32, torch.bfloat16]
 def test_encoder(kernel_device, dtype, N, cin, cout, S):
     x = channels_last(inputs(N, cin, S, S, dtype=dtype, device=kernel_device, requires_grad=True))
     w, b = weights(kernel_device, dtype, cout, cin, 3, 1)
-    outs = compare(kernel_device, dtype, tri_d.detailer_encoder, ref_d.detailer_encoder, [x, w, b],
+    outs = check_against_reference(kernel_device, dtype, tri_d.detailer_encoder, ref_d.detailer_encoder, [x, w, b],
                    [(N, cout, S, S), (N, cout, S // 2, S // 2)], ["skip", "pooled"], [9 * cin] * 2,
                    ["dx", "dweight", "dbias"], [9 * cout, N * S * S, N * S * S])
     assert outs[0].is_contiguous(memory_format=torch.channels_last)

@@ -5,9 +5,9 @@ import torch
 from dip_kernels import final_context as ref_c
 from dip_kernels import final_context_cuda as cuda_c
 from dip_kernels import final_context_triton as tri_c
-from dip_kernels.cuda_ext import extension
 from dip_kernels import swiglu as ref_f
 from dip_kernels import swiglu_triton as tri_f
+from conftest import backend_module
 from parity import interpreted_only, assert_parity, inputs, run_with_grads, upcast
 
 
@@ -30,10 +30,8 @@ def context_fn(ops, D):
 
 @pytest.fixture(params=["triton", "cuda"])
 def context_kernels(request, kernel_device):
-    """The final-context module of each kernel backend that can run on ``device``."""
-    if request.param == "cuda" and (kernel_device.type != "cuda" or extension() is None):
-        pytest.skip("the CUDA extension needs a CUDA device")
-    return {"triton": tri_c, "cuda": cuda_c}[request.param]
+    """The op module of each kernel backend that can run on the test's device."""
+    return backend_module(request, kernel_device, {"triton": tri_c, "cuda": cuda_c})
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -5,8 +5,8 @@ import torch
 from dip_kernels import qk_norm_rope as ref_b
 from dip_kernels import qk_norm_rope_cuda as cuda_b
 from dip_kernels import qk_norm_rope_triton as tri_b
-from dip_kernels.cuda_ext import extension
 from dip_kernels.qk_norm_rope import rope_2d_table
+from conftest import backend_module
 from parity import interpreted_only, assert_parity, inputs, run_with_grads, upcast
 
 
@@ -16,10 +16,8 @@ def fn(ops, H, cos, sin):
 
 @pytest.fixture(params=["triton", "cuda"])
 def rope_kernels(request, kernel_device):
-    """The op module of each kernel backend that can run on ``device``."""
-    if request.param == "cuda" and (kernel_device.type != "cuda" or extension() is None):
-        pytest.skip("the CUDA extension needs a CUDA device")
-    return {"triton": tri_b, "cuda": cuda_b}[request.param]
+    """The op module of each kernel backend that can run on the test's device."""
+    return backend_module(request, kernel_device, {"triton": tri_b, "cuda": cuda_b})
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
