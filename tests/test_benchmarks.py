@@ -50,3 +50,14 @@ def test_bench_adaln_runs_every_op_and_column(tmp_path):
     assert {"eager", "compile", "triton"} <= impls  # triton interpreted on CPU (conftest)
     assert {r["op"] for r in rows} == set(bench_adaln.OPS)
     assert json.loads(out.read_text())["copy_gbps"] > 0
+
+
+def test_bench_model_runs_and_counts_flops(tmp_path):
+    import bench_model
+
+    rows = bench_model.main(["--compile", "eager", "--backends", "torch", "--out", str(tmp_path / "model.json")])
+    assert {r["mode"] for r in rows} == {"train", "sample 3×2 NFE"} and all(r["ms"] > 0 for r in rows)
+    with torch.device("meta"):
+        xl = create_model("DiP-XL/16")
+    dit = bench_model.forward_flops(xl) - bench_detailer.head_flops(xl.local_decoder, 256)
+    assert abs(3 * 32 * dit / 1e12 - 21) < 1.5  # kernels.md: DiT GEMMs + attention ≈ 21 TFLOP per step at batch 32
