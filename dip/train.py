@@ -261,11 +261,11 @@ class Trainer:
         start = step * self.cfg["batch"] + (accum_index * self.world + self.rank) * self.micro
         g = torch.arange(start, start + self.micro)
         x, y = load_batch(self.data, sample_indices(self.cfg["seed"], len(self.data), start, self.micro))
-        noise, n, u = per_sample_draws(self.cfg["seed"], g, tuple(x.shape[1:]), "cpu")
+        noise, n, u = per_sample_draws(self.cfg["seed"], g, tuple(x.shape[1:]), self.device)  # drawn where used
         r = self.cfg["recipe"]
+        y = y.to(self.device)
         y = torch.where(u < self.cfg["label_dropout"], torch.full_like(y, self.num_classes), y)
-        t = logit_normal_t(n, r["t_mean"], r["t_std"])
-        return (x.to(self.device), y.to(self.device), t.to(self.device), noise.to(self.device))
+        return x.to(self.device), y, logit_normal_t(n, r["t_mean"], r["t_std"]), noise
 
     def loss(self, x, y, t, eps):
         xt = interpolate(x, eps, t)
