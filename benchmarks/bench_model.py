@@ -34,7 +34,7 @@ def forward_flops(model) -> float:
     """Forward FLOPs per image of ``model`` at its default resolution (formula in the module doc)."""
     T = (model.image_size // model.patch_size) ** 2
     D = model.hidden_size
-    hidden = model.blocks[0].mlp.w1.out_features
+    hidden = model.blocks[0].mlp.w2.in_features
     per_block = 2 * T * (3 * D * D + D * D + 3 * D * hidden) + 2 * 6 * D * D + 4 * T * T * D
     embed = 2 * T * model.in_channels * model.patch_size**2 * D + 2 * (256 * D + D * D)
     head = head_flops(model.local_decoder, T) if model.head == "detailer" else 2 * T * D * 3 * model.patch_size**2
@@ -50,10 +50,10 @@ def batch_for(model, batch: int, device):
     return x, eps, t, y
 
 
-def train_row(preset, backend, compiled, batch, device, autocast, reps, gemm):
+def train_row(preset, backend, compiled, batch, device, autocast, reps, gemm, merged=False):
     """One training-step measurement: step ms, img/s, MFU, peak memory, optimizer+EMA ms."""
     torch.manual_seed(0)
-    model = create_model(preset, kernels=backend).to(device)
+    model = create_model(preset, kernels=backend, merged_projections=merged).to(device)
     model.check_inputs = False
     run = torch.compile(model) if compiled else model
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-3,
@@ -82,17 +82,18 @@ def train_row(preset, backend, compiled, batch, device, autocast, reps, gemm):
     update_ms = time_ms(update, device, reps)
     flops = 3 * forward_flops(model) * batch
     tflops = flops / (step_ms * 1e-3) / 1e12
-    return {"mode": "train", "backend": backend, "compiled": compiled, "batch": batch, "ms": step_ms,
+    return {"mode": "train", "backend": backend + ("+merged" if merged else ""), "compiled": compiled,
+            "batch": batch, "ms": step_ms,
             "img/s": batch / (step_ms * 1e-3), "TFLOP/s": tflops, "MFU%": 100 * tflops / gemm,
             "opt+ema ms": update_ms,
             "peak GB": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
 
 
 @torch.no_grad()
-def sample_row(preset, backend, compiled, batch, steps, device, autocast):
+def sample_row(preset, backend, compiled, batch, steps, device, autocast, merged=False):
     """Seconds per image for ``steps`` Euler steps with CFG (both halves every step)."""
     torch.manual_seed(0)
-    model = create_model(preset, kernels=backend).to(device).eval()
+    model = create_model(preset, kernels=backend, merged_projections=merged).to(device).eval()
     model.check_inputs = False
     run = torch.compile(model) if compiled else model
     x, _, _, y = batch_for(model, batch, device)
@@ -109,7 +110,8 @@ def sample_row(preset, backend, compiled, batch, steps, device, autocast):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
-    return {"mode": f"sample {steps}×2 NFE", "backend": backend, "compiled": compiled, "batch": batch,
+    return {"mode": f"sample {steps}×2 NFE", "backend": backend + ("+merged" if merged else ""),
+            "compiled": compiled, "batch": batch,
             "ms": 1e3 * seconds, "img/s": batch / seconds, "s/img": seconds / batch}
 
 
@@ -120,6 +122,7 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=None, help="training batch (default 32 on CUDA, 4 on CPU)")
     p.add_argument("--backends", default="torch,auto", help="comma list of torch, triton, cuda, auto")
     p.add_argument("--compile", default="both", choices=["eager", "compiled", "both"])
+    p.add_argument("--merged", action="store_true", help="also time merged W1|W3 and adaLN GEMMs per backend")
     p.add_argument("--sample-steps", type=int, default=None, help="default 100 on CUDA, 3 on CPU")
     p.add_argument("--sample-batch", type=int, default=None, help="throughput batch (default 64 on CUDA, 2 on CPU)")
     p.add_argument("--reps", type=int, default=None)
@@ -139,9 +142,10 @@ def main(argv=None):
     rows = []
     for backend in args.backends.split(","):
         for compiled in modes:
-            rows.append(train_row(preset, backend, compiled, batch, device, autocast, reps, gemm))
-            for b in (1, sample_batch):
-                rows.append(sample_row(preset, backend, compiled, b, steps, device, autocast))
+            for merged in (False, True) if args.merged else (False,):
+                rows.append(train_row(preset, backend, compiled, batch, device, autocast, reps, gemm, merged))
+                for b in (1, sample_batch):
+                    rows.append(sample_row(preset, backend, compiled, b, steps, device, autocast, merged))
     for row in rows:
         base = next(r for r in rows if r["mode"] == row["mode"] and r["batch"] == row["batch"])
         row["speedup"] = base["ms"] / row["ms"]

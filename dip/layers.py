@@ -86,16 +86,29 @@ class Attention(nn.Module):
 
 
 class SwiGLU(nn.Module):
-    """W2(SiLU(W1 h) ⊙ W3 h), all without bias; hidden = int(2/3 · mlp_ratio · D) (§2)."""
+    """W2(SiLU(W1 h) ⊙ W3 h), all without bias; hidden = int(2/3 · mlp_ratio · D) (§2). With ``merged``, W1 and W3
+    are one Linear ``w13`` (one GEMM; the SwiGLU op reads its two halves in place)."""
 
     def __init__(self, hidden_size: int, mlp_hidden: int):
         super().__init__()
+        self.merged = False
         self.w1 = nn.Linear(hidden_size, mlp_hidden, bias=False)
         self.w2 = nn.Linear(mlp_hidden, hidden_size, bias=False)
         self.w3 = nn.Linear(hidden_size, mlp_hidden, bias=False)
 
+    def merge(self) -> None:
+        """Replace W1 and W3 by one Linear ``w13`` holding both (same values: merging is a layout change)."""
+        self.w13 = nn.utils.skip_init(nn.Linear, self.w1.in_features, 2 * self.w1.out_features, bias=False,
+                                      device=self.w1.weight.device, dtype=self.w1.weight.dtype)
+        self.w13.weight.data.copy_(torch.cat([self.w1.weight.data, self.w3.weight.data]))
+        del self.w1, self.w3
+        self.merged = True
+
     def forward(self, h: torch.Tensor, ops) -> torch.Tensor:
         """h (B, T, D) → (B, T, D)."""
+        if self.merged:
+            a, b = self.w13(h).chunk(2, dim=-1)  # (B, T, hidden) views, row stride 2·hidden
+            return self.w2(ops.swiglu(a, b))
         return self.w2(ops.swiglu(self.w1(h), self.w3(h)))
 
 
@@ -116,12 +129,14 @@ class DiPBlock(nn.Module):
         self.attn = Attention(hidden_size, num_heads, eps)
         self.norm2 = RMSNorm(hidden_size, eps)
         self.mlp = SwiGLU(hidden_size, mlp_hidden)
-        self.adaLN_modulation = nn.Sequential(nn.Linear(hidden_size, 6 * hidden_size))
+        self.adaLN_modulation = nn.Sequential(nn.Linear(hidden_size, 6 * hidden_size))  # the model may merge it
 
-    def forward(self, x: torch.Tensor, branch: torch.Tensor | None, gate: torch.Tensor | None, c: torch.Tensor,
+    def forward(self, x: torch.Tensor, branch: torch.Tensor | None, gate: torch.Tensor | None, cond: torch.Tensor,
                 cos: torch.Tensor, sin: torch.Tensor, ops):
-        """x (B, T, D) residual, pending (branch (B, T, D), gate (B, D)) or None, c (B, D) → (x, branch, gate)."""
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN_modulation(c).chunk(6, dim=-1)  # (B, D) views
+        """x (B, T, D) residual, pending (branch (B, T, D), gate (B, D)) or None, cond: c (B, D), or this block's
+        precomputed modulation (B, 6D) when the model merges the adaLN GEMMs → (x, branch, gate)."""
+        mod = self.adaLN_modulation(cond) if hasattr(self, "adaLN_modulation") else cond  # inside: FSDP gathers here
+        shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)  # (B, D) views
         if branch is None:
             h = ops.modulated_norm(x, self.norm1.weight, shift1, scale1, "rms", self.norm1.eps)
         else:

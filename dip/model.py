@@ -18,6 +18,7 @@ from dip_kernels import KernelTable
 from dip_kernels.qk_norm_rope import rope_2d_table
 
 from .detailer_head import PatchDetailerHead
+from .fused_layout import to_merged, to_released
 from .layers import DiPBlock, FinalLayer, LabelEmbedder, PatchEmbedder, TimestepEmbedder
 from .validation import validate_inputs
 
@@ -43,7 +44,8 @@ class DiP(nn.Module):
                  time_max_period: float = 10.0,
                  eps: float = 1e-6,
                  kernels: str | None = None,       # None: dip_kernels.get_backend() ($DIP_KERNELS, else "auto")
-                 gradient_checkpointing: bool = False):
+                 gradient_checkpointing: bool = False,
+                 merged_projections: bool = False):  # W1|W3 and all adaLN Linears as single GEMMs (same checkpoints)
         super().__init__()
         if hidden_size % num_heads:
             raise ValueError(f"hidden_size must be divisible by num_heads, got {hidden_size} and {num_heads}")
@@ -66,6 +68,7 @@ class DiP(nn.Module):
         self.t_embedder = TimestepEmbedder(hidden_size, max_period=time_max_period)
         self.y_embedder = LabelEmbedder(num_classes, hidden_size)
         mlp_hidden = int(2 / 3 * mlp_ratio * hidden_size)
+        self.merged_projections = False
         self.blocks = nn.ModuleList(DiPBlock(hidden_size, num_heads, mlp_hidden, eps) for _ in range(depth))
         if head == "detailer":
             self.local_decoder = PatchDetailerHead(patch_size, hidden_size, in_channels, base_width=head_base_width,
@@ -78,6 +81,27 @@ class DiP(nn.Module):
         self.register_buffer("rope_sin", sin, persistent=False)
         self.initialize_weights()
         self.set_kernels(kernels)
+        if merged_projections:
+            self.merge_projections()
+
+    def merge_projections(self) -> None:
+        """W1|W3 of every block and every block's adaLN Linear(c) become single GEMMs (kernels.md §1, model-level
+        wins). Values are kept (a seed gives the same model merged or not) and state dicts keep the released
+        layout through hooks (``dip.fused_layout``)."""
+        if self.merged_projections:
+            return
+        linears = [block.adaLN_modulation[0] for block in self.blocks]
+        first = linears[0]
+        self.adaLN_all = nn.utils.skip_init(nn.Linear, first.in_features, len(linears) * first.out_features,
+                                            device=first.weight.device, dtype=first.weight.dtype)
+        self.adaLN_all.weight.data.copy_(torch.cat([lin.weight.data for lin in linears]))
+        self.adaLN_all.bias.data.copy_(torch.cat([lin.bias.data for lin in linears]))
+        for block in self.blocks:
+            del block.adaLN_modulation
+            block.mlp.merge()
+        self.merged_projections = True
+        self._register_state_dict_hook(_released_names)
+        self.register_load_state_dict_pre_hook(_merged_names)
 
     def initialize_weights(self) -> None:
         """The authors' initialisation (§2): patch embedding xavier-uniform / zero bias, label table and both
@@ -124,9 +148,13 @@ class DiP(nn.Module):
         t_emb = self.t_embedder(t)  # (B, D)
         c = F.silu(t_emb + self.y_embedder(y))  # (B, D)
         cos, sin = self._rope(H // P, W // P, x.device)
+        if self.merged_projections:
+            conds = self.adaLN_all(c).chunk(len(self.blocks), dim=-1)  # one GEMM for every block: (B, 6D) each
+        else:
+            conds = [c] * len(self.blocks)  # each block applies its own adaLN Linear
         h, branch, gate, features = tokens, None, None, None
-        for k, block in enumerate(self.blocks, start=1):
-            h, branch, gate = self._block(block, h, branch, gate, c, cos, sin, ops)
+        for k, (block, cond) in enumerate(zip(self.blocks, conds), start=1):
+            h, branch, gate = self._block(block, h, branch, gate, cond, cos, sin, ops)
             if k == features_block:
                 features = h + gate.unsqueeze(1) * branch  # the block's output, its last update applied
         if self.head == "dit":
@@ -135,3 +163,13 @@ class DiP(nn.Module):
             s = ops.final_context(h, branch, gate, t_emb)  # (B, T, D): s = SiLU(x + t_emb)
             v = self.local_decoder(x, s, ops)
         return (v, features) if features_block else v
+
+
+def _released_names(module: DiP, state: dict, prefix: str, local_metadata) -> dict:
+    """state_dict hook of merged models: write the released layout (dip-model.md §5)."""
+    return to_released(state, prefix, len(module.blocks))
+
+
+def _merged_names(module: DiP, state: dict, prefix: str, *args) -> None:
+    """load_state_dict pre-hook of merged models: read the released layout."""
+    to_merged(state, prefix, len(module.blocks))

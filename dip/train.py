@@ -28,6 +28,7 @@ from tqdm import tqdm
 from .checkpoint import atomic_write
 from .data import load_batch, open_dataset, sample_indices
 from .diffusion import flow_loss, interpolate, logit_normal_t, sample
+from .fused_layout import to_merged, to_released
 from .images import save_grid
 from .presets import PRESETS, create_model, recipe
 from .repa import DINOv2, Projector, encoder_input, repa_loss
@@ -56,6 +57,7 @@ def parser() -> argparse.ArgumentParser:
     a("--tf32", action=argparse.BooleanOptionalAction, default=True, help="TF32 matmuls on CUDA")
     a("--compile", action="store_true", help="torch.compile the model")
     a("--grad-checkpointing", action="store_true")
+    a("--merged-projections", action="store_true", help="W1|W3 and every adaLN Linear as single GEMMs")
     a("--kernels", default=None, choices=["torch", "triton", "cuda", "auto"], help="ops backend (default auto)")
     a("--fsdp", action="store_true", help="shard parameters, gradients and optimizer state (FSDP2)")
     a("--deterministic", action="store_true", help="deterministic algorithms (exact resume on GPU)")
@@ -115,6 +117,7 @@ class EMA:
     def __init__(self, model: torch.nn.Module, decay: float, warmup: bool):
         self.decay, self.warmup, self.updates = decay, warmup, 0
         self.names = [n for n, _ in model.named_parameters()]
+        self.merged_depth = len(model.blocks) if getattr(model, "merged_projections", False) else 0
         self.shadow = [p.detach().float().clone() for p in model.parameters()]
 
     def decay_now(self) -> float:
@@ -126,10 +129,11 @@ class EMA:
         self.updates += 1
 
     def state_dict(self) -> dict:
-        """The EMA weights under the model's parameter names (buffers are not averaged)."""
-        return {n: _full(t).cpu() for n, t in zip(self.names, self.shadow)}
+        """The EMA weights in the released layout (buffers are not averaged)."""
+        return to_released({n: _full(t).cpu() for n, t in zip(self.names, self.shadow)}, "", self.merged_depth)
 
     def load_state_dict(self, state: dict, updates: int) -> None:
+        state = to_merged(dict(state), "", self.merged_depth)
         for n, t in zip(self.names, self.shadow):
             _copy_into(t, state[n])
         self.updates = updates
@@ -205,8 +209,11 @@ class Trainer:
             raise ValueError(f"--batch {cfg['batch']} must be divisible by world size × --accum = "
                              f"{self.world * cfg['accum']}")
         self.micro = per_step
+        if cfg["fsdp"] and cfg["merged_projections"]:
+            raise ValueError("--merged-projections with --fsdp is not supported (FSDP shards the block layout)")
         model = create_model(cfg["model"], image_size=cfg["image_size"], num_classes=self.num_classes,
-                             kernels=cfg["kernels"], gradient_checkpointing=cfg["grad_checkpointing"])
+                             kernels=cfg["kernels"], gradient_checkpointing=cfg["grad_checkpointing"],
+                             merged_projections=cfg["merged_projections"])
         self.model = model.to(self.device)
         self.model.check_inputs = False  # inputs are built here; avoid a device sync per step
         self.repa = self._repa()

@@ -142,3 +142,20 @@ def test_patch_vectors_are_c_i_j_ordered():
     torch.testing.assert_close(unpatchify(patchify(img, 16), 2, 32, 48), img, rtol=0, atol=0)
     w, b = torch.randn(5, 768), torch.randn(5)
     torch.testing.assert_close(patch_embed(img, w, b, 16), vecs @ w.T + b, rtol=1e-5, atol=1e-4)  # fp32 sum order
+
+
+def test_merged_projections_keep_the_released_layout(tmp_path):
+    """W1|W3 and all adaLN Linears as single GEMMs: same parameters, same outputs, released names in and out."""
+    torch.manual_seed(0)
+    plain = small_model()
+    merged = create_model("DiP-XL/16", **SMALL, merged_projections=True)
+    assert sum(p.numel() for p in merged.parameters()) == sum(p.numel() for p in plain.parameters())
+    assert {k: tuple(v.shape) for k, v in merged.state_dict().items()} == released_shapes(2, 144, 2, 7, 16, 384)
+    path = tmp_path / "w.safetensors"
+    save_weights(path, plain.state_dict())
+    load_weights(merged, path)
+    x = torch.randn(2, 3, 32, 32)
+    t, y = torch.rand(2), torch.tensor([0, 7])
+    torch.testing.assert_close(merged(x, t, y), plain(x, t, y), rtol=1e-5, atol=1e-5)
+    for k, v in plain.state_dict().items():
+        torch.testing.assert_close(merged.state_dict()[k], v, rtol=0, atol=0)

@@ -118,3 +118,11 @@ def test_tensorboard_scalars(tmp_path):
     pytest.importorskip("tensorboard")
     run(tmp_path, "--steps", "2", "--tensorboard")
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_merged_projections_train_and_save_the_released_layout(tmp_path):
+    run(tmp_path / "plain", "--steps", "2")
+    run(tmp_path / "merged", "--steps", "2", "--merged-projections")
+    a, b = newest(tmp_path / "plain"), newest(tmp_path / "merged")
+    assert a["model"].keys() == b["model"].keys() and a["ema"].keys() == b["ema"].keys()
+    same_state(a["model"], b["model"], exact=False)  # merged GEMMs: same maths, other summation blocking
