@@ -3,6 +3,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -61,3 +62,14 @@ def test_bench_model_runs_and_counts_flops(tmp_path):
         xl = create_model("DiP-XL/16")
     dit = bench_model.forward_flops(xl) - bench_detailer.head_flops(xl.local_decoder, 256)
     assert abs(3 * 32 * dit / 1e12 - 21) < 1.5  # kernels.md: DiT GEMMs + attention ≈ 21 TFLOP per step at batch 32
+
+
+def test_overfit_single_image_runs(tmp_path):
+    """The Figure 3 script end to end on tiny settings (the real run is minutes; its result is in the README)."""
+    pytest.importorskip("skimage")
+    import overfit_single_image
+
+    results = overfit_single_image.main(["--steps", "2", "--size", "32", "--sample-steps", "2", "--out",
+                                         str(tmp_path)])
+    assert set(results) == {"dit", "detailer", "reference"} and results["dit"]["steps"] == 2
+    assert (tmp_path / "figure3.png").is_file() and json.loads((tmp_path / "figure3.json").read_text())
