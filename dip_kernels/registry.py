@@ -143,8 +143,9 @@ class KernelTable:
 
     def report(self, device_type: str) -> Dict[str, str]:
         """``{op: backend actually used}`` on ``device_type``."""
-        table = self._by_device.get(device_type)
-        return {op: (r.used if table else "torch") for op, r in (table or self._by_device["cpu"]).items()}
+        if device_type not in self._by_device:  # other device types run the reference (see ``on``)
+            return {op: "torch" for op in ops()}
+        return {op: r.used for op, r in self._by_device[device_type].items()}
 
 
 class _OpNamespace:
