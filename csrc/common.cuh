@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <stdexcept>
 #include <string>
 
@@ -50,6 +51,65 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
   float total = 0.f;
   for (int w = 0; w < warps; ++w) total += scratch[w];
   return total;
+}
+
+// 16-byte vectorised access (kernels.md §6): V consecutive elements of T moved as V·sizeof(T)/16 uint4 transfers
+// when that is a whole number (the caller guarantees 16-byte alignment: see vec_width/aligned16), element by
+// element otherwise (V = 1, the fallback for odd sizes or misaligned views). Values are fp32 in registers.
+template <int V, typename T>
+__device__ __forceinline__ void load_vec(const T* __restrict__ p, float (&out)[V]) {
+  constexpr int bytes = V * static_cast<int>(sizeof(T));
+  if constexpr (bytes % 16 == 0) {
+    uint4 raw[bytes / 16];
+#pragma unroll
+    for (int k = 0; k < bytes / 16; ++k) raw[k] = reinterpret_cast<const uint4*>(p)[k];
+    const T* e = reinterpret_cast<const T*>(raw);
+#pragma unroll
+    for (int i = 0; i < V; ++i) out[i] = to_float(e[i]);
+  } else {
+#pragma unroll
+    for (int i = 0; i < V; ++i) out[i] = to_float(p[i]);
+  }
+}
+
+template <int V, typename T>
+__device__ __forceinline__ void store_vec(T* __restrict__ p, const float (&in)[V]) {
+  constexpr int bytes = V * static_cast<int>(sizeof(T));
+  if constexpr (bytes % 16 == 0) {
+    uint4 raw[bytes / 16];
+    T* e = reinterpret_cast<T*>(raw);
+#pragma unroll
+    for (int i = 0; i < V; ++i) e[i] = from_float<T>(in[i]);
+#pragma unroll
+    for (int k = 0; k < bytes / 16; ++k) reinterpret_cast<uint4*>(p)[k] = raw[k];
+  } else {
+#pragma unroll
+    for (int i = 0; i < V; ++i) p[i] = from_float<T>(in[i]);
+  }
+}
+
+// Elements of T per 16-byte access: 4 (fp32) or 8 (fp16/bf16).
+template <typename T> constexpr int vec_width() { return 16 / static_cast<int>(sizeof(T)); }
+
+// True when every non-null pointer is 16-byte aligned (null pointers are the absent optional operands).
+inline bool aligned16(std::initializer_list<std::uintptr_t> pointers) {
+  for (std::uintptr_t p : pointers)
+    if (p % 16 != 0) return false;
+  return true;
+}
+
+// True when every element count/stride is a multiple of the vector width v.
+inline bool multiples_of(int v, std::initializer_list<int64_t> counts) {
+  for (int64_t n : counts)
+    if (n % v != 0) return false;
+  return true;
+}
+
+// Threads for one row of D elements moved V at a time: one vector per thread, whole warps, 32 … 1024.
+inline int row_threads(int D, int V) {
+  const int vectors = (D + V - 1) / V;
+  const int threads = (vectors + 31) / 32 * 32;
+  return threads < 32 ? 32 : threads > 1024 ? 1024 : threads;
 }
 
 }  // namespace dip
