@@ -21,25 +21,41 @@ def _as_float(images: torch.Tensor) -> torch.Tensor:
     return images.double()
 
 
-def seam_score(images: torch.Tensor, patch_size: int) -> float:
-    """Border-crossing over in-patch neighbour differences for (N, C, H, W) images (1 = no seams)."""
+def seam_terms(images: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """[Σ border differences, their count, Σ in-patch differences, their count] of (N, C, H, W) images: the sums
+    behind ``seam_score``, additive over batches."""
     x = _as_float(images)
     dx = (x[..., :, 1:] - x[..., :, :-1]).abs()  # between columns j and j+1
     dy = (x[..., 1:, :] - x[..., :-1, :]).abs()
-    col_border = (torch.arange(x.shape[-1] - 1) + 1) % patch_size == 0
-    row_border = (torch.arange(x.shape[-2] - 1) + 1) % patch_size == 0
-    border = torch.cat([dx[..., col_border].flatten(), dy[..., row_border, :].flatten()])
-    inside = torch.cat([dx[..., ~col_border].flatten(), dy[..., ~row_border, :].flatten()])
-    if border.numel() == 0:
+    col_border = (torch.arange(x.shape[-1] - 1, device=x.device) + 1) % patch_size == 0
+    row_border = (torch.arange(x.shape[-2] - 1, device=x.device) + 1) % patch_size == 0
+    if not (col_border.any() or row_border.any()):
         raise ValueError(f"images of {x.shape[-2]}×{x.shape[-1]} have no border of {patch_size}-pixel patches")
-    return float(border.mean() / inside.mean().clamp_min(1e-12))
+    border = dx[..., col_border].sum() + dy[..., row_border, :].sum()
+    inside = dx[..., ~col_border].sum() + dy[..., ~row_border, :].sum()
+    per_image = x.shape[0] * x.shape[1]
+    n_border = per_image * (int(col_border.sum()) * x.shape[-2] + int(row_border.sum()) * x.shape[-1])
+    n_inside = per_image * (int((~col_border).sum()) * x.shape[-2] + int((~row_border).sum()) * x.shape[-1])
+    return torch.stack([border.cpu(), torch.tensor(float(n_border), dtype=torch.float64), inside.cpu(),
+                        torch.tensor(float(n_inside), dtype=torch.float64)])
+
+
+def seam_from_terms(terms: torch.Tensor) -> float:
+    """Mean border difference over mean in-patch difference from (possibly summed) ``seam_terms``."""
+    border, n_border, inside, n_inside = terms.tolist()
+    return (border / n_border) / max(inside / max(n_inside, 1.0), 1e-12)
+
+
+def seam_score(images: torch.Tensor, patch_size: int) -> float:
+    """Border-crossing over in-patch neighbour differences for (N, C, H, W) images (1 = no seams)."""
+    return seam_from_terms(seam_terms(images, patch_size))
 
 
 def radial_spectrum(images: torch.Tensor) -> torch.Tensor:
     """Mean power per integer radius (0 … min(H, W)/2) of the centred FFT, averaged over images and channels."""
     x = _as_float(images)
     x = x - x.mean(dim=(-2, -1), keepdim=True)
-    power = torch.fft.fftshift(torch.fft.fft2(x).abs().square(), dim=(-2, -1)).mean(dim=(0, 1))  # (H, W)
+    power = torch.fft.fftshift(torch.fft.fft2(x).abs().square(), dim=(-2, -1)).mean(dim=(0, 1)).cpu()  # (H, W)
     H, W = power.shape
     yy, xx = torch.meshgrid(torch.arange(H) - H // 2, torch.arange(W) - W // 2, indexing="ij")
     radius = (yy.double().square() + xx.double().square()).sqrt().round().long()
@@ -51,12 +67,16 @@ def radial_spectrum(images: torch.Tensor) -> torch.Tensor:
 
 def high_frequency_ratio(generated: torch.Tensor, reference: torch.Tensor, cutoff: float = 0.5) -> float:
     """Spectral energy above ``cutoff`` × the Nyquist radius: generated over reference (same image size)."""
-    g, r = radial_spectrum(generated), radial_spectrum(reference)
-    if len(g) != len(r):
-        raise ValueError(f"generated and reference images must have the same size, got spectra of {len(g)} and "
-                         f"{len(r)} radii")
-    start = int(cutoff * (len(g) - 1))
-    return float(g[start:].sum() / r[start:].sum().clamp_min(1e-30))
+    return spectrum_ratio(radial_spectrum(generated), radial_spectrum(reference), cutoff)
+
+
+def spectrum_ratio(generated: torch.Tensor, reference: torch.Tensor, cutoff: float = 0.5) -> float:
+    """``high_frequency_ratio`` from two radial spectra."""
+    if len(generated) != len(reference):
+        raise ValueError(f"generated and reference images must have the same size, got spectra of {len(generated)} "
+                         f"and {len(reference)} radii")
+    start = int(cutoff * (len(generated) - 1))
+    return float(generated[start:].sum() / reference[start:].sum().clamp_min(1e-30))
 
 
 def plot_spectra(spectra: dict, path, size=(640, 400)) -> Path:

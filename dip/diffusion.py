@@ -55,18 +55,19 @@ def time_grid(steps: int, shift: float = 1.0, device=None) -> torch.Tensor:
 def guided_velocity(model: Model, x: torch.Tensor, t: float, y: torch.Tensor, null_label: int, cfg_scale: float,
                     guide: bool, skip_uncond: bool = False) -> torch.Tensor:
     """The CFG velocity at time t (§7): one model call on the doubled batch [unconditional, conditional];
-    v_u + w·(v_c − v_u) when ``guide``, else v_c. ``skip_uncond`` evaluates only the conditional half when not
+    v_u + w·(v_c − v_u) when ``guide``, else v_c, in fp32. ``skip_uncond`` evaluates only the conditional half when not
     guiding (a speed-up, off by default so timings compare with the authors')."""
     B = x.shape[0]
     if cfg_scale == 1.0 or (skip_uncond and not guide):
-        return model(x, torch.full((B,), t, device=x.device), y)
+        return model(x, torch.full((B,), t, device=x.device), y).float()
     labels = torch.cat([torch.full_like(y, null_label), y])
-    v = model(torch.cat([x, x]), torch.full((2 * B,), t, device=x.device), labels)
-    v_u, v_c = v.chunk(2)
+    v = model(torch.cat([x, x]), torch.full((2 * B,), t, device=x.device), labels).float()
+    v_u, v_c = v.chunk(2)  # guidance in fp32 whatever the model's output dtype
     return v_u + cfg_scale * (v_c - v_u) if guide else v_c
 
 
-def _in_interval(t: float, interval: tuple, inclusive_high: bool) -> bool:
+def in_interval(t: float, interval: tuple, inclusive_high: bool) -> bool:
+    """Whether guidance applies at t: low < t < high (Euler) or low < t ≤ high (Heun's decision), §7."""
     low, high = interval
     return low < t and (t <= high if inclusive_high else t < high)
 
@@ -93,7 +94,7 @@ def sample(model: Model, noise: torch.Tensor, y: torch.Tensor, *, null_label: in
         t, t_next = grid[i], grid[i + 1]
         dt = t_next - t
         if method == "heun":
-            guide = _in_interval(t, interval, inclusive_high=True)
+            guide = in_interval(t, interval, inclusive_high=True)
             v = guided_velocity(model, x, t, y, null_label, cfg_scale, guide, skip_uncond).float()
             if i < steps - 1:
                 x_pred = x + dt * v
@@ -101,7 +102,7 @@ def sample(model: Model, noise: torch.Tensor, y: torch.Tensor, *, null_label: in
                 v = 0.5 * (v + v_next)
             x = x + dt * v
             continue
-        guide = _in_interval(t, interval, inclusive_high=False)
+        guide = in_interval(t, interval, inclusive_high=False)
         v = guided_velocity(model, x, t, y, null_label, cfg_scale, guide, skip_uncond).float()
         if method == "sde" and i < steps - 1:
             drift = v - sde_scale * (x - t * v)

@@ -2,7 +2,8 @@
 
 Reads our training checkpoints (EMA weights, config) and the authors' / plain weight files (``--model`` then names
 the preset). Labels are class-balanced (sample i has class i mod K); sample i's noise is seeded by (seed, i), so
-the images do not depend on the number of ranks or the batch size. Writes a PNG grid and/or the ADM evaluation
+the images do not depend on the number of ranks or the batch size. ``--graph`` replays one CUDA-graph-captured
+Euler step (static buffers; dip/graphed_sampler.py). Writes a PNG grid and/or the ADM evaluation
 suite's ``.npz`` (``arr_0`` uint8 N×H×W×3, ``arr_1`` labels).
 
     python -m dip.sample --ckpt runs/dip/checkpoints/step_00002000.pt --num-samples 100 --grid
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ from tqdm import tqdm
 
 from .checkpoint import extract_state_dict, read_file
 from .diffusion import sample, to_uint8
+from .graphed_sampler import GraphedEulerSampler, store_autocast_weights
 from .images import save_grid, save_npz
 from .presets import PRESETS, create_model, recipe
 from .train import init_distributed
@@ -57,14 +60,29 @@ def sample_noise(seed: int, indices: list, shape: tuple) -> torch.Tensor:
     return torch.stack(out)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dip-sample", description=__doc__.split("\n\n")[0])
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How samples are drawn (§7): the ODE/SDE solver, guidance and precision; ``graph`` replays one captured
+    Euler step (dip.graphed_sampler)."""
+    steps: int
+    cfg_scale: float
+    interval: tuple
+    method: str = "euler"
+    shift: float = 1.0
+    skip_uncond: bool = False
+    seed: int = 0
+    precision: str = "fp32"
+    graph: bool = False
+
+    def describe(self) -> dict:
+        return {**asdict(self), "interval": list(self.interval)}
+
+
+def add_sampling_args(p: argparse.ArgumentParser) -> None:
+    """The model and sampler flags shared by dip.sample and dip.evaluate."""
     a = p.add_argument
-    a("--ckpt", required=True)
     a("--model", default=None, choices=sorted(PRESETS), help="preset (default: the checkpoint's, else DiP-XL/16)")
     a("--which", default="ema", choices=["ema", "raw"])
-    a("--num-samples", type=int, default=100)
-    a("--batch", type=int, default=64, help="per-rank batch")
     a("--steps", type=int, help="default: the preset's recipe")
     a("--cfg", type=float, help="guidance scale (default: the recipe's)")
     a("--interval", type=float, nargs=2, help="guidance interval low high (default: the recipe's)")
@@ -75,6 +93,71 @@ def parser() -> argparse.ArgumentParser:
     a("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when present")
     a("--precision", choices=["bf16", "fp32"], default=None, help="default bf16 on CUDA, fp32 on CPU")
     a("--kernels", default=None, choices=["torch", "triton", "cuda", "auto"])
+    a("--graph", action="store_true", help="CUDA-graph Euler sampling (static buffers; needs CUDA, --method euler)")
+
+
+def preset_of(model, name: str | None) -> str:
+    """The preset a loaded model was built from (its recipe gives the sampling defaults)."""
+    return name or next((n for n, p in PRESETS.items() if p.model["patch_size"] == model.patch_size
+                         and p.model["hidden_size"] == model.hidden_size), "DiP-XL/16")
+
+
+def settings_from_args(args, model, device: torch.device) -> SamplingSettings:
+    """Flags → settings, the preset's recipe filling what was not given."""
+    r = recipe(preset_of(model, args.model))
+    if args.graph and (device.type != "cuda" or args.method != "euler" or args.skip_uncond):
+        raise ValueError(f"--graph needs a CUDA device, --method euler and no --skip-uncond (got device "
+                         f"{device.type}, method {args.method}, skip_uncond {args.skip_uncond})")
+    return SamplingSettings(steps=args.steps or r.sample_steps,
+                            cfg_scale=args.cfg if args.cfg is not None else r.cfg_scale,
+                            interval=tuple(args.interval) if args.interval else r.guidance_interval,
+                            method=args.method, shift=args.shift, skip_uncond=args.skip_uncond, seed=args.seed,
+                            precision=args.precision or ("bf16" if device.type == "cuda" else "fp32"),
+                            graph=args.graph)
+
+
+def class_balanced_labels(indices: list, num_classes: int, device) -> torch.Tensor:
+    """Sample i gets class i mod K (0 for an unconditional model)."""
+    return torch.tensor([i % max(num_classes, 1) if num_classes else 0 for i in indices], dtype=torch.long,
+                        device=device)
+
+
+def generate(model, indices: list, settings: SamplingSettings, *, batch: int, progress: bool = True):
+    """Yield (uint8 images (b, C, H, W), labels (b,)) on the CPU for the sample ``indices``, in order, ``batch`` at a
+    time; sample i's noise depends only on (seed, i)."""
+    device = next(model.parameters()).device
+    K = model.num_classes
+    cfg_scale = settings.cfg_scale if K else 1.0
+    shape = (model.in_channels, model.image_size, model.image_size)
+    dtype = torch.bfloat16 if settings.precision == "bf16" else None
+    graphed = None
+    if settings.graph:
+        if dtype is not None:
+            store_autocast_weights(model, dtype)
+        graphed = GraphedEulerSampler(model, min(batch, len(indices)), null_label=K, cfg_scale=cfg_scale,
+                                      autocast=dtype)
+    for start in tqdm(range(0, len(indices), batch), disable=not progress, desc="sample"):
+        idx = indices[start:start + batch]
+        y = class_balanced_labels(idx, K, device)
+        noise = sample_noise(settings.seed, idx, shape).to(device)
+        if graphed is not None:
+            x = graphed(noise, y, steps=settings.steps, interval=settings.interval, shift=settings.shift)
+        else:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype is not None):
+                x = sample(model, noise, y, null_label=K, steps=settings.steps, cfg_scale=cfg_scale,
+                           interval=settings.interval, shift=settings.shift, method=settings.method,
+                           skip_uncond=settings.skip_uncond,
+                           generator=torch.Generator().manual_seed(settings.seed + idx[0]))
+        yield to_uint8(x).cpu(), y.cpu()
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dip-sample", description=__doc__.split("\n\n")[0])
+    a = p.add_argument
+    a("--ckpt", required=True)
+    add_sampling_args(p)
+    a("--num-samples", type=int, default=100)
+    a("--batch", type=int, default=64, help="per-rank batch")
     a("--out", default="samples")
     a("--grid", action="store_true", help="write grid.png of the first samples (default when --npz is absent)")
     a("--npz", action="store_true", help="write samples.npz in the ADM evaluation layout")
@@ -87,28 +170,12 @@ def main(argv=None) -> Path:
     model = load_model(args.ckpt, args.model, args.which, args.kernels, device)
     model.check_inputs = False
     K = model.num_classes
-    preset = args.model or next((n for n, p in PRESETS.items() if p.model["patch_size"] == model.patch_size
-                                 and p.model["hidden_size"] == model.hidden_size), "DiP-XL/16")
-    r = recipe(preset)
-    steps, cfg_scale = args.steps or r.sample_steps, args.cfg if args.cfg is not None else r.cfg_scale
-    interval = tuple(args.interval) if args.interval else r.guidance_interval
-    precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    settings = settings_from_args(args, model, device)
     mine = list(range(rank, args.num_samples, world))
     shape = (model.in_channels, model.image_size, model.image_size)
-    images, labels = [], []
-    for start in tqdm(range(0, len(mine), args.batch), disable=rank != 0, desc="sample"):
-        idx = mine[start:start + args.batch]
-        y = torch.tensor([i % max(K, 1) for i in idx], device=device) if K else torch.zeros(len(idx), dtype=torch.long,
-                                                                                          device=device)
-        with autocast:
-            x = sample(model, sample_noise(args.seed, idx, shape).to(device), y, null_label=K, steps=steps,
-                       cfg_scale=cfg_scale if K else 1.0, interval=interval, shift=args.shift, method=args.method,
-                       skip_uncond=args.skip_uncond, generator=torch.Generator().manual_seed(args.seed + idx[0]))
-        images.append(to_uint8(x).cpu())
-        labels.append(y.cpu())
-    images = torch.cat(images) if images else torch.empty(0, *shape, dtype=torch.uint8)
-    labels = torch.cat(labels) if labels else torch.empty(0, dtype=torch.long)
+    batches = list(generate(model, mine, settings, batch=args.batch, progress=rank == 0))
+    images = torch.cat([b[0] for b in batches]) if batches else torch.empty(0, *shape, dtype=torch.uint8)
+    labels = torch.cat([b[1] for b in batches]) if batches else torch.empty(0, dtype=torch.long)
     out = Path(args.out)
     if world > 1:  # gather in sample order through per-rank files
         save_npz(images, labels, out / f".part_{rank}.npz")

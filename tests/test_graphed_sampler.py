@@ -1,0 +1,81 @@
+"""The CUDA-graph sampling path (issue 8 item 3): the static-buffer Euler step equals the plain sampler; stored bf16
+weights give autocast's numbers; a captured graph replays the same samples on CUDA."""
+import copy
+
+import pytest
+import torch
+
+from conftest import tiny_model
+from dip.diffusion import sample
+from dip.graphed_sampler import GraphedEulerSampler, store_autocast_weights
+from dip.sample import main as sample_main
+
+
+def random_model(device="cpu", **kw):
+    torch.manual_seed(0)
+    model = tiny_model(image_size=32, num_classes=10, **kw).to(device).eval()
+    for p in model.parameters():  # zero-initialised output layers would make every velocity 0
+        p.data.normal_(0, 0.05)
+    model.check_inputs = False
+    return model
+
+
+def draw(device, batch=3):
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(batch, 3, 32, 32, generator=g).to(device), torch.tensor([1, 2, 3][:batch], device=device)
+
+
+def test_stored_bf16_weights_give_autocast_numbers():
+    model = random_model()
+    x, y = draw("cpu")
+    t = torch.tensor([0.2, 0.5, 0.9])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = model(x, t, y)
+        got = store_autocast_weights(copy.deepcopy(model), torch.bfloat16)(x, t, y)
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("cfg", [1.0, 3.0])
+def test_static_step_matches_the_plain_sampler(cfg):
+    model = random_model()
+    noise, y = draw("cpu")
+    expected = sample(model, noise, y, null_label=10, steps=6, cfg_scale=cfg, interval=(0.1, 0.7))
+    sampler = GraphedEulerSampler(model, 4, null_label=10, cfg_scale=cfg, capture=False)  # one padding row
+    got = sampler(noise, y, steps=6, interval=(0.1, 0.7))
+    # outside the interval the static step computes v_u + 1·(v_c − v_u) instead of v_c: a few ulps
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    again = sampler(noise[:1], y[:1], steps=6, interval=(0.1, 0.7))  # buffers are reset between calls
+    torch.testing.assert_close(again, got[:1], rtol=1e-5, atol=1e-5)
+
+
+def test_bad_noise_shape_and_cpu_capture_raise():
+    model = random_model()
+    sampler = GraphedEulerSampler(model, 2, null_label=10, cfg_scale=2.0, capture=False)
+    with pytest.raises(ValueError, match=r"noise must be \(1…2, 3, 32, 32\)"):
+        sampler(torch.zeros(3, 3, 32, 32), torch.zeros(3, dtype=torch.long), steps=2)
+    with pytest.raises(ValueError, match="needs the model on a CUDA device"):
+        GraphedEulerSampler(model, 2, null_label=10, cfg_scale=2.0)
+
+
+def test_graph_flag_needs_cuda(tmp_path):
+    from dip.checkpoint import save_weights
+
+    ckpt = tmp_path / "w.safetensors"
+    save_weights(ckpt, random_model().state_dict())
+    with pytest.raises(ValueError, match="--graph needs a CUDA device"):
+        sample_main(["--ckpt", str(ckpt), "--model", "DiP-T/8", "--device", "cpu", "--graph", "--steps", "2",
+                     "--num-samples", "1", "--out", str(tmp_path)])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+@pytest.mark.parametrize("kernels", ["torch", "auto"])
+def test_captured_graph_matches_eager_on_cuda(kernels):
+    model = random_model("cuda", kernels=kernels)
+    noise, y = draw("cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        expected = sample(model, noise, y, null_label=10, steps=6, cfg_scale=3.0, interval=(0.1, 0.7))
+    store_autocast_weights(model, torch.bfloat16)
+    sampler = GraphedEulerSampler(model, 3, null_label=10, cfg_scale=3.0, autocast=torch.bfloat16)
+    got = sampler(noise, y, steps=6, interval=(0.1, 0.7))
+    assert sampler.graph is not None
+    torch.testing.assert_close(got, expected, rtol=2e-2, atol=2e-2)  # bf16 model, 6 steps: same kernels, same math
