@@ -2,8 +2,10 @@
 
 Training step (default DiP-XL/16 at 256², batch 32, bf16 autocast on CUDA): images/s, model FLOP utilisation
 (MFU = model FLOPs per step / time / a dense GEMM rate measured in the same run), peak memory; the optimizer +
-EMA time is shown separately. Sampling: seconds per image for N Euler steps with CFG (batch 1 doubled to 2, both
-halves every step, the paper's setting) and throughput at a larger batch. One table, ratios to torch eager, JSON.
+EMA time is shown separately; gradient checkpointing on/off. Sampling: seconds per image for N Euler steps with CFG
+(batch 1 doubled to 2, both halves every step, the paper's setting) and throughput at a larger batch, eager,
+compiled and CUDA-graph captured (dip.sample --graph); the forward split between the DiT and the Detailer head.
+One table, ratios to torch eager, JSON. Default: the telling subset; ``--full``: the whole matrix.
 
 Model FLOPs (forward, per image), matmuls and attention only: per block 2·T·(3D² + D² + 3·D·hidden) + 2·6D² (adaLN,
 once per image) + 4·T²·D (QKᵀ and AV); patch embedding 2·T·3P²·D; time MLP; the Detailer head's convolutions
@@ -27,6 +29,7 @@ from common import environment, gemm_tflops, print_table, time_ms, write_json  #
 
 from dip import create_model  # noqa: E402
 from dip.diffusion import flow_loss, interpolate, sample  # noqa: E402
+from dip.graphed_sampler import GraphedEulerSampler, store_autocast_weights  # noqa: E402
 from dip.train import EMA  # noqa: E402
 
 
@@ -50,10 +53,20 @@ def batch_for(model, batch: int, device):
     return x, eps, t, y
 
 
-def train_row(preset, backend, compiled, batch, device, autocast, reps, gemm, merged=False):
+def autocast_for(device, amp: torch.dtype | None):
+    """Mixed precision in ``amp`` (None: fp32)."""
+    return torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None)
+
+
+def label(backend: str, merged: bool = False, checkpointing: bool = False, graph: bool = False) -> str:
+    return backend + "+merged" * merged + "+ckpt" * checkpointing + "+graph" * graph
+
+
+def train_row(preset, backend, compiled, batch, device, amp, reps, gemm, merged=False, checkpointing=False):
     """One training-step measurement: step ms, img/s, MFU, peak memory, optimizer+EMA ms."""
     torch.manual_seed(0)
-    model = create_model(preset, kernels=backend, merged_projections=merged).to(device)
+    model = create_model(preset, kernels=backend, merged_projections=merged,
+                         gradient_checkpointing=checkpointing).to(device)
     model.check_inputs = False
     run = torch.compile(model) if compiled else model
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-3,
@@ -62,7 +75,7 @@ def train_row(preset, backend, compiled, batch, device, autocast, reps, gemm, me
     x, eps, t, y = batch_for(model, batch, device)
 
     def fwd_bwd():
-        with autocast:
+        with autocast_for(device, amp):
             loss = flow_loss(run(interpolate(x, eps, t), t, y), x, eps)
         loss.backward()
 
@@ -82,7 +95,7 @@ def train_row(preset, backend, compiled, batch, device, autocast, reps, gemm, me
     update_ms = time_ms(update, device, reps)
     flops = 3 * forward_flops(model) * batch
     tflops = flops / (step_ms * 1e-3) / 1e12
-    return {"mode": "train", "backend": backend + ("+merged" if merged else ""), "compiled": compiled,
+    return {"mode": "train", "backend": label(backend, merged, checkpointing), "compiled": compiled,
             "batch": batch, "ms": step_ms,
             "img/s": batch / (step_ms * 1e-3), "TFLOP/s": tflops, "MFU%": 100 * tflops / gemm,
             "opt+ema ms": update_ms,
@@ -90,16 +103,25 @@ def train_row(preset, backend, compiled, batch, device, autocast, reps, gemm, me
 
 
 @torch.no_grad()
-def sample_row(preset, backend, compiled, batch, steps, device, autocast, merged=False):
-    """Seconds per image for ``steps`` Euler steps with CFG (both halves every step)."""
+def sample_row(preset, backend, compiled, batch, steps, device, amp, merged=False, graph=False):
+    """Seconds per image for ``steps`` Euler steps with CFG (both halves every step); ``graph``: the CUDA-graph
+    path of dip.sample (one captured step replayed)."""
     torch.manual_seed(0)
     model = create_model(preset, kernels=backend, merged_projections=merged).to(device).eval()
     model.check_inputs = False
     run = torch.compile(model) if compiled else model
     x, _, _, y = batch_for(model, batch, device)
+    y = y.clamp_max(model.num_classes - 1)
+    if graph:
+        if amp is not None:
+            store_autocast_weights(model, amp)
+        graphed = GraphedEulerSampler(run, batch, null_label=model.num_classes, cfg_scale=2.9, autocast=amp)
 
     def go():
-        with autocast:
+        if graph:
+            graphed(x, y, steps=steps, interval=(0.11, 0.97))
+            return
+        with autocast_for(device, amp):
             sample(run, x, y, null_label=model.num_classes, steps=steps, cfg_scale=2.9, interval=(0.11, 0.97))
 
     go()  # warm-up / compilation
@@ -110,9 +132,48 @@ def sample_row(preset, backend, compiled, batch, steps, device, autocast, merged
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
-    return {"mode": f"sample {steps}×2 NFE", "backend": backend + ("+merged" if merged else ""),
+    return {"mode": f"sample {steps}×2 NFE", "backend": label(backend, merged, graph=graph),
             "compiled": compiled, "batch": batch,
             "ms": 1e3 * seconds, "img/s": batch / seconds, "s/img": seconds / batch}
+
+
+@torch.no_grad()
+def split_row(preset, backend, batch, device, amp, reps):
+    """[a row]: forward ms of the whole model and of the Detailer head alone on the inputs it received (DiT = the
+    rest), at the latency setting's doubled batch; [] for a DiT-only head."""
+    torch.manual_seed(0)
+    model = create_model(preset, kernels=backend).to(device).eval()
+    if model.head != "detailer":
+        return []
+    model.check_inputs = False
+    x, _, t, y = batch_for(model, batch, device)
+    seen = {}
+    hook = model.local_decoder.register_forward_pre_hook(lambda module, args: seen.setdefault("args", args))
+    with autocast_for(device, amp):
+        full_ms = time_ms(lambda: model(x, t, y), device, reps)
+        hook.remove()
+        head_ms = time_ms(lambda: model.local_decoder(*seen["args"]), device, reps)
+    return [{"mode": "forward split", "backend": backend, "compiled": False, "batch": batch, "ms": full_ms,
+             "DiT ms": full_ms - head_ms, "head ms": head_ms, "head %": 100 * head_ms / full_ms}]
+
+
+def plan(args, cuda: bool) -> list:
+    """(kind, settings) of every row: the telling subset by default, the whole matrix with --full."""
+    backends = ["torch", "triton", "cuda", "auto"] if args.full else args.backends.split(",")
+    modes = [False, True] if args.full else {"eager": [False], "compiled": [True], "both": [False, True]}[args.compile]
+    checkpointing = [False, True] if args.full else {"off": [False], "on": [True], "both": [False, True]}[
+        args.checkpointing]
+    merged = [False, True] if args.full or args.merged else [False]
+    graphs = [False, True] if cuda and (args.full or args.graph) else [False]
+    rows = []
+    for backend in backends:
+        for compiled in modes:
+            rows += [("train", dict(backend=backend, compiled=compiled, merged=m, checkpointing=c))
+                     for m in merged for c in checkpointing]
+            rows += [("sample", dict(backend=backend, compiled=compiled, merged=m, graph=g))
+                     for m in merged for g in graphs if not (g and compiled)]
+        rows.append(("split", dict(backend=backend)))
+    return rows
 
 
 def main(argv=None):
@@ -122,7 +183,11 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=None, help="training batch (default 32 on CUDA, 4 on CPU)")
     p.add_argument("--backends", default="torch,auto", help="comma list of torch, triton, cuda, auto")
     p.add_argument("--compile", default="both", choices=["eager", "compiled", "both"])
+    p.add_argument("--checkpointing", default="off", choices=["off", "on", "both"], help="gradient checkpointing")
     p.add_argument("--merged", action="store_true", help="also time merged W1|W3 and adaLN GEMMs per backend")
+    p.add_argument("--graph", action="store_true", help="also time CUDA-graph sampling (eager model; CUDA only)")
+    p.add_argument("--full", action="store_true", help="every backend × eager/compiled × checkpointing × merged, "
+                                                       "sampling eager/compiled/graph")
     p.add_argument("--sample-steps", type=int, default=None, help="default 100 on CUDA, 3 on CPU")
     p.add_argument("--sample-batch", type=int, default=None, help="throughput batch (default 64 on CUDA, 2 on CPU)")
     p.add_argument("--reps", type=int, default=None)
@@ -133,24 +198,25 @@ def main(argv=None):
     preset = args.preset or ("DiP-XL/16" if cuda else "DiP-T/8")
     batch, reps = args.batch or (32 if cuda else 4), args.reps or (10 if cuda else 2)
     steps, sample_batch = args.sample_steps or (100 if cuda else 3), args.sample_batch or (64 if cuda else 2)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda)
+    amp = torch.bfloat16 if cuda else None
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     gemm = gemm_tflops(device, torch.bfloat16 if cuda else torch.float32)
-    modes = {"eager": [False], "compiled": [True], "both": [False, True]}[args.compile]
     print(f"{preset}, {device.type}, dense GEMM {gemm:.1f} TFLOP/s in this run")
     rows = []
-    for backend in args.backends.split(","):
-        for compiled in modes:
-            for merged in (False, True) if args.merged else (False,):
-                rows.append(train_row(preset, backend, compiled, batch, device, autocast, reps, gemm, merged))
-                for b in (1, sample_batch):
-                    rows.append(sample_row(preset, backend, compiled, b, steps, device, autocast, merged))
+    for kind, kw in plan(args, cuda):
+        if kind == "train":
+            rows.append(train_row(preset, kw.pop("backend"), kw.pop("compiled"), batch, device, amp, reps, gemm, **kw))
+        elif kind == "sample":
+            rows += [sample_row(preset, kw["backend"], kw["compiled"], b, steps, device, amp, kw["merged"], kw["graph"])
+                     for b in (1, sample_batch)]
+        else:
+            rows += split_row(preset, kw["backend"], 2, device, amp, reps)
     for row in rows:
         base = next(r for r in rows if r["mode"] == row["mode"] and r["batch"] == row["batch"])
         row["speedup"] = base["ms"] / row["ms"]
     print_table(rows, ["mode", "backend", "compiled", "batch", "ms", "img/s", "s/img", "TFLOP/s", "MFU%",
-                       "opt+ema ms", "peak GB", "speedup"])
+                       "opt+ema ms", "peak GB", "DiT ms", "head ms", "head %", "speedup"])
     if not cuda:
         print("(CPU numbers at a tiny preset: they exercise the script; absolute times only count on a GPU)")
     write_json(args.out, {"benchmark": "model", "preset": preset, "batch": batch, "sample_steps": steps,

@@ -42,13 +42,13 @@ for tier in $TIERS; do
         tests/test_block_boundary_triton.py tests/test_final_context_swiglu_triton.py \
         tests/test_qk_norm_rope_triton.py tests/test_patch_embed_triton.py tests/test_patchify_cuda.py \
         tests/test_detailer_triton.py tests/test_detailer_cuda.py tests/test_model_triton.py \
-        tests/test_kernel_seam.py tests/test_reference_ops.py ;;
+        tests/test_kernel_seam.py tests/test_reference_ops.py tests/test_graphed_sampler.py ;;
     ops)
       step ops_adaln 150 python benchmarks/bench_adaln.py --out "$DIR/bench_adaln.json" ;;
     head)
       step head_8k 150 python benchmarks/bench_detailer.py --patches 8192 --per-layer --out "$DIR/bench_detailer_8k.json" ;;
-    model)  # end-to-end, eager (Inductor compiling the 632M model is in the extended tier)
-      step model_eager 150 python benchmarks/bench_model.py --compile eager --backends torch,triton,auto \
+    model)  # end-to-end, eager and CUDA-graph sampling (Inductor compiling the 632M model: extended tier)
+      step model_eager 180 python benchmarks/bench_model.py --compile eager --backends torch,auto --graph \
         --out "$DIR/bench_model_eager.json" ;;
     extended)
       step head_64k 120 python benchmarks/bench_detailer.py --patches 65536 \

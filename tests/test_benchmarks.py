@@ -56,8 +56,12 @@ def test_bench_adaln_runs_every_op_and_column(tmp_path):
 def test_bench_model_runs_and_counts_flops(tmp_path):
     import bench_model
 
-    rows = bench_model.main(["--compile", "eager", "--backends", "torch", "--out", str(tmp_path / "model.json")])
-    assert {r["mode"] for r in rows} == {"train", "sample 3×2 NFE"} and all(r["ms"] > 0 for r in rows)
+    rows = bench_model.main(["--compile", "eager", "--backends", "torch", "--checkpointing", "both", "--out",
+                             str(tmp_path / "model.json")])
+    assert {r["mode"] for r in rows} == {"train", "sample 3×2 NFE", "forward split"} and all(r["ms"] > 0 for r in rows)
+    assert [r["backend"] for r in rows if r["mode"] == "train"] == ["torch", "torch+ckpt"]
+    split = next(r for r in rows if r["mode"] == "forward split")
+    assert 0 < split["head ms"] < split["ms"] and split["DiT ms"] == pytest.approx(split["ms"] - split["head ms"])
     with torch.device("meta"):
         xl = create_model("DiP-XL/16")
     dit = bench_model.forward_flops(xl) - bench_detailer.head_flops(xl.local_decoder, 256)
