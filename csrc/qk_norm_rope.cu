@@ -1,6 +1,7 @@
 // Op B in CUDA: QK RMSNorm + 2D RoPE from the qkv projection into the (B, H, T, h) attention layout (kernels.md
-// §1 B; the Triton twin is dip_kernels/qk_norm_rope_triton.py). One warp per (token, head); lane l handles the
-// rotated pairs (2i, 2i+1) for i = l, l + 32, … . The backward writes dqkv and, per block, fp32 partial sums of the
+// §1 B; the Triton twin is dip_kernels/qk_norm_rope_triton.py). One warp per (token, head); each lane moves 16
+// bytes (V elements = V/2 rotated pairs) at a time when the head size is whole vectors and the pointers align,
+// else one pair at a time. The backward writes dqkv and, per block, fp32 partial sums of the
 // two norm weights' gradients (blocks walk a fixed set of items, so the caller's sum is deterministic).
 #include <cstdint>
 
@@ -16,12 +17,14 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
-template <typename T>
+// Lane l handles V consecutive elements = V/2 rotated pairs starting at pair i = l·V/2, then i + 32·V/2, … .
+template <typename T, int V>
 __global__ void qk_norm_rope_fwd_kernel(const T* __restrict__ qkv, const float* __restrict__ qw,
                                         const float* __restrict__ kw, const float* __restrict__ cos_t,
                                         const float* __restrict__ sin_t, T* __restrict__ q, T* __restrict__ k,
                                         T* __restrict__ v, int64_t items, int64_t tokens, int heads, int hd,
                                         float eps) {
+  constexpr int PAIRS = V / 2;
   const int lane = threadIdx.x % 32;
   const int half = hd / 2;
   for (int64_t item = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32; item < items;
@@ -35,33 +38,49 @@ __global__ void qk_norm_rope_fwd_kernel(const T* __restrict__ qkv, const float* 
       const float* w = part ? kw : qw;
       T* out = part ? k : q;
       float ss = 0.f;
-      for (int i = lane; i < half; i += 32) {
-        const float x0 = to_float(in[2 * i]), x1 = to_float(in[2 * i + 1]);
-        ss += x0 * x0 + x1 * x1;
+      for (int i = lane * PAIRS; i < half; i += 32 * PAIRS) {
+        float x[V];
+        load_vec<V>(in + 2 * i, x);
+#pragma unroll
+        for (int e = 0; e < V; ++e) ss += x[e] * x[e];
       }
       const float rstd = rsqrtf(warp_sum(ss) / hd + eps);
-      for (int i = lane; i < half; i += 32) {
-        const float n0 = to_float(in[2 * i]) * rstd * w[2 * i], n1 = to_float(in[2 * i + 1]) * rstd * w[2 * i + 1];
-        const float c = cos_t[t * half + i], s = sin_t[t * half + i];
-        out[dst + 2 * i] = from_float<T>(n0 * c - n1 * s);
-        out[dst + 2 * i + 1] = from_float<T>(n0 * s + n1 * c);
+      for (int i = lane * PAIRS; i < half; i += 32 * PAIRS) {
+        float x[V], wv[V], c[PAIRS], s[PAIRS];
+        load_vec<V>(in + 2 * i, x);
+        load_vec<V>(w + 2 * i, wv);
+        load_vec<PAIRS>(cos_t + t * half + i, c);
+        load_vec<PAIRS>(sin_t + t * half + i, s);
+#pragma unroll
+        for (int j = 0; j < PAIRS; ++j) {
+          const float n0 = x[2 * j] * rstd * wv[2 * j], n1 = x[2 * j + 1] * rstd * wv[2 * j + 1];
+          x[2 * j] = n0 * c[j] - n1 * s[j];
+          x[2 * j + 1] = n0 * s[j] + n1 * c[j];
+        }
+        store_vec<V>(out + dst + 2 * i, x);
       }
     }
-    for (int e = lane; e < hd; e += 32) v[dst + e] = src[2 * D + e];
+    for (int e = lane * V; e < hd; e += 32 * V) {
+      float x[V];
+      load_vec<V>(src + 2 * D + e, x);  // exact: T → fp32 → T
+      store_vec<V>(v + dst + e, x);
+    }
   }
 }
 
-template <typename T>
+template <typename T, int V>
 __global__ void qk_norm_rope_bwd_kernel(const T* __restrict__ dq, const T* __restrict__ dk, const T* __restrict__ dv,
                                         const T* __restrict__ qkv, const float* __restrict__ qw,
                                         const float* __restrict__ kw, const float* __restrict__ cos_t,
                                         const float* __restrict__ sin_t, T* __restrict__ dqkv,
                                         float* __restrict__ parts, int64_t items, int64_t tokens, int heads, int hd,
                                         float eps) {
-  extern __shared__ float acc[];  // (kWarps, 2, hd): per-warp weight-gradient sums, reduced in warp order
+  constexpr int PAIRS = V / 2;
+  extern __shared__ __align__(16) float acc[];  // (kWarps, 2, hd): per-warp weight-gradient sums, reduced in warp order
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, half = hd / 2;
   float* mine = acc + warp * 2 * hd;
   for (int e = lane; e < 2 * hd; e += 32) mine[e] = 0.f;
+  __syncwarp();
   for (int64_t item = static_cast<int64_t>(blockIdx.x) * kWarps + warp; item < items;
        item += static_cast<int64_t>(gridDim.x) * kWarps) {
     const int64_t row = item / heads, head = item % heads, t = row % tokens, b = row / tokens;
@@ -73,32 +92,57 @@ __global__ void qk_norm_rope_bwd_kernel(const T* __restrict__ dq, const T* __res
       const T* grad = part ? dk : dq;
       const float* w = part ? kw : qw;
       float ss = 0.f;
-      for (int i = lane; i < half; i += 32) {
-        const float x0 = to_float(in[2 * i]), x1 = to_float(in[2 * i + 1]);
-        ss += x0 * x0 + x1 * x1;
+      for (int i = lane * PAIRS; i < half; i += 32 * PAIRS) {
+        float x[V];
+        load_vec<V>(in + 2 * i, x);
+#pragma unroll
+        for (int e = 0; e < V; ++e) ss += x[e] * x[e];
       }
       const float rstd = rsqrtf(warp_sum(ss) / hd + eps);
       float proj = 0.f;
-      for (int i = lane; i < half; i += 32) {
-        const float c = cos_t[t * half + i], s = sin_t[t * half + i];
-        const float g0 = to_float(grad[g + 2 * i]), g1 = to_float(grad[g + 2 * i + 1]);
-        const float dn0 = g0 * c + g1 * s, dn1 = g1 * c - g0 * s;  // inverse rotation
-        const float n0 = to_float(in[2 * i]) * rstd, n1 = to_float(in[2 * i + 1]) * rstd;
-        mine[part * hd + 2 * i] += dn0 * n0;
-        mine[part * hd + 2 * i + 1] += dn1 * n1;
-        proj += dn0 * w[2 * i] * n0 + dn1 * w[2 * i + 1] * n1;
+      for (int i = lane * PAIRS; i < half; i += 32 * PAIRS) {
+        float x[V], gr[V], wv[V], a[V], c[PAIRS], s[PAIRS];
+        load_vec<V>(in + 2 * i, x);
+        load_vec<V>(grad + g + 2 * i, gr);
+        load_vec<V>(w + 2 * i, wv);
+        load_vec<V>(mine + part * hd + 2 * i, a);
+        load_vec<PAIRS>(cos_t + t * half + i, c);
+        load_vec<PAIRS>(sin_t + t * half + i, s);
+#pragma unroll
+        for (int j = 0; j < PAIRS; ++j) {
+          const float g0 = gr[2 * j], g1 = gr[2 * j + 1];
+          const float dn0 = g0 * c[j] + g1 * s[j], dn1 = g1 * c[j] - g0 * s[j];  // inverse rotation
+          const float n0 = x[2 * j] * rstd, n1 = x[2 * j + 1] * rstd;
+          a[2 * j] += dn0 * n0;
+          a[2 * j + 1] += dn1 * n1;
+          proj += dn0 * wv[2 * j] * n0 + dn1 * wv[2 * j + 1] * n1;
+        }
+        store_vec<V>(mine + part * hd + 2 * i, a);
       }
       proj = warp_sum(proj) / hd;
-      for (int i = lane; i < half; i += 32) {
-        const float c = cos_t[t * half + i], s = sin_t[t * half + i];
-        const float g0 = to_float(grad[g + 2 * i]), g1 = to_float(grad[g + 2 * i + 1]);
-        const float dn0 = (g0 * c + g1 * s) * w[2 * i], dn1 = (g1 * c - g0 * s) * w[2 * i + 1];
-        const float n0 = to_float(in[2 * i]) * rstd, n1 = to_float(in[2 * i + 1]) * rstd;
-        dqkv[off + part * D + 2 * i] = from_float<T>((dn0 - n0 * proj) * rstd);
-        dqkv[off + part * D + 2 * i + 1] = from_float<T>((dn1 - n1 * proj) * rstd);
+      for (int i = lane * PAIRS; i < half; i += 32 * PAIRS) {
+        float x[V], gr[V], wv[V], c[PAIRS], s[PAIRS];
+        load_vec<V>(in + 2 * i, x);
+        load_vec<V>(grad + g + 2 * i, gr);
+        load_vec<V>(w + 2 * i, wv);
+        load_vec<PAIRS>(cos_t + t * half + i, c);
+        load_vec<PAIRS>(sin_t + t * half + i, s);
+#pragma unroll
+        for (int j = 0; j < PAIRS; ++j) {
+          const float g0 = gr[2 * j], g1 = gr[2 * j + 1];
+          const float dn0 = (g0 * c[j] + g1 * s[j]) * wv[2 * j], dn1 = (g1 * c[j] - g0 * s[j]) * wv[2 * j + 1];
+          const float n0 = x[2 * j] * rstd, n1 = x[2 * j + 1] * rstd;
+          x[2 * j] = (dn0 - n0 * proj) * rstd;
+          x[2 * j + 1] = (dn1 - n1 * proj) * rstd;
+        }
+        store_vec<V>(dqkv + off + part * D + 2 * i, x);
       }
     }
-    for (int e = lane; e < hd; e += 32) dqkv[off + 2 * D + e] = dv[g + e];
+    for (int e = lane * V; e < hd; e += 32 * V) {
+      float x[V];
+      load_vec<V>(dv + g + e, x);
+      store_vec<V>(dqkv + off + 2 * D + e, x);
+    }
   }
   __syncthreads();
   for (int e = threadIdx.x; e < 2 * hd; e += blockDim.x) {
@@ -108,11 +152,19 @@ __global__ void qk_norm_rope_bwd_kernel(const T* __restrict__ dq, const T* __res
   }
 }
 
+// 16-byte vectors when the head size is whole vectors and every pointer is aligned; else pairs element by element.
+template <typename T>
+bool vectorised(int hd, std::initializer_list<std::uintptr_t> pointers) {
+  return hd % vec_width<T>() == 0 && aligned16(pointers);
+}
+
 template <typename T>
 void launch_fwd(std::uintptr_t qkv, std::uintptr_t qw, std::uintptr_t kw, std::uintptr_t cos_t, std::uintptr_t sin_t,
                 std::uintptr_t q, std::uintptr_t k, std::uintptr_t v, int64_t items, int64_t tokens, int heads,
                 int hd, float eps, int blocks, std::uintptr_t stream) {
-  qk_norm_rope_fwd_kernel<T><<<blocks, 32 * kWarps, 0, as_stream(stream)>>>(
+  auto kernel = vectorised<T>(hd, {qkv, qw, kw, cos_t, sin_t, q, k, v}) ? qk_norm_rope_fwd_kernel<T, vec_width<T>()>
+                                                                       : qk_norm_rope_fwd_kernel<T, 2>;
+  kernel<<<blocks, 32 * kWarps, 0, as_stream(stream)>>>(
       reinterpret_cast<const T*>(qkv), reinterpret_cast<const float*>(qw), reinterpret_cast<const float*>(kw),
       reinterpret_cast<const float*>(cos_t), reinterpret_cast<const float*>(sin_t), reinterpret_cast<T*>(q),
       reinterpret_cast<T*>(k), reinterpret_cast<T*>(v), items, tokens, heads, hd, eps);
@@ -125,7 +177,10 @@ void launch_bwd(std::uintptr_t dq, std::uintptr_t dk, std::uintptr_t dv, std::ui
                 std::uintptr_t parts, int64_t items, int64_t tokens, int heads, int hd, float eps, int blocks,
                 std::uintptr_t stream) {
   const size_t smem = static_cast<size_t>(kWarps) * 2 * hd * sizeof(float);
-  qk_norm_rope_bwd_kernel<T><<<blocks, 32 * kWarps, smem, as_stream(stream)>>>(
+  auto kernel = vectorised<T>(hd, {dq, dk, dv, qkv, qw, kw, cos_t, sin_t, dqkv})
+                    ? qk_norm_rope_bwd_kernel<T, vec_width<T>()>
+                    : qk_norm_rope_bwd_kernel<T, 2>;
+  kernel<<<blocks, 32 * kWarps, smem, as_stream(stream)>>>(
       reinterpret_cast<const T*>(dq), reinterpret_cast<const T*>(dk), reinterpret_cast<const T*>(dv),
       reinterpret_cast<const T*>(qkv), reinterpret_cast<const float*>(qw), reinterpret_cast<const float*>(kw),
       reinterpret_cast<const float*>(cos_t), reinterpret_cast<const float*>(sin_t), reinterpret_cast<T*>(dqkv),
