@@ -131,7 +131,7 @@ def generate(model, indices: list, settings: SamplingSettings, *, batch: int, pr
     shape = (model.in_channels, model.image_size, model.image_size)
     dtype = torch.bfloat16 if settings.precision == "bf16" else None
     graphed = None
-    if settings.graph:
+    if settings.graph and indices:
         if dtype is not None:
             store_autocast_weights(model, dtype)
         graphed = GraphedEulerSampler(model, min(batch, len(indices)), null_label=K, cfg_scale=cfg_scale,
