@@ -144,7 +144,7 @@ def per_layer(head, img, ctx, device, reps, names):
             times = time_autograd(makers[name](op), args, device, reps)
             fwd, both = times["fwd"], times["fwd+bwd"]
             base = base or (fwd, both)
-            rows.append({"layer": label, "variant": name, "fwd ms": fwd, "fwd+bwd ms": both,
+            rows.append({"layer": label, "op": op, "variant": name, "fwd ms": fwd, "fwd+bwd ms": both,
                          "fwd speedup": base[0] / fwd, "fwd+bwd speedup": base[1] / both})
     return rows
 

@@ -89,11 +89,14 @@ def environment(device: torch.device) -> dict:
     """Date, hardware and versions, recorded next to every number."""
     import triton
 
+    arch = None
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
+        arch = "sm_%d%d" % torch.cuda.get_device_capability(device)
     else:
         name = f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "device": name,
+            "arch": arch,
             "torch": torch.__version__, "triton": triton.__version__, "cuda": torch.version.cuda,
             "python": platform.python_version(), "commit": _commit()}
 

@@ -46,7 +46,12 @@ for tier in $TIERS; do
     ops)
       step ops_adaln 150 python benchmarks/bench_adaln.py --out "$DIR/bench_adaln.json" ;;
     head)
-      step head_8k 150 python benchmarks/bench_detailer.py --patches 8192 --per-layer --out "$DIR/bench_detailer_8k.json" ;;
+      step head_8k 150 python benchmarks/bench_detailer.py --patches 8192 --per-layer --out "$DIR/bench_detailer_8k.json"
+      # the measured auto table of this architecture (commit it as dip_kernels/preferences.json); other
+      # architectures' tables are carried over from the committed file
+      cp -f dip_kernels/preferences.json "$DIR/preferences.json" 2>/dev/null
+      step preferences 30 python benchmarks/derive_preferences.py "$DIR/bench_adaln.json" \
+        "$DIR/bench_detailer_8k.json" --out "$DIR/preferences.json" ;;
     model)  # end-to-end, eager and CUDA-graph sampling (Inductor compiling the 632M model: extended tier)
       step model_eager 180 python benchmarks/bench_model.py --compile eager --backends torch,auto --graph \
         --out "$DIR/bench_model_eager.json" ;;

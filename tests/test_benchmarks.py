@@ -77,3 +77,34 @@ def test_overfit_single_image_runs(tmp_path):
                                          str(tmp_path)])
     assert set(results) == {"dit", "detailer", "reference"} and results["dit"]["steps"] == 2
     assert (tmp_path / "figure3.png").is_file() and json.loads((tmp_path / "figure3.json").read_text())
+
+
+def test_derive_preferences_picks_the_fastest_backend_measured_everywhere(tmp_path):
+    import derive_preferences
+
+    from dip_kernels.preferences import load_preferences
+
+    adaln = {"environment": {"arch": "sm_90"}, "rows": [
+        {"op": "block_boundary", "batch": b, "mode": m, "impl": impl, "ms": ms}
+        for b in (32, 256) for m in ("fwd", "fwd+bwd")
+        for impl, ms in (("eager", 2.0), ("compile", 0.5), ("triton", 1.0), ("cuda", 0.9 if b == 32 else 1.2))]}
+    head = {"environment": {"arch": "sm_90"}, "rows": [], "layers": [
+        {"layer": layer, "op": op, "variant": v, "fwd+bwd ms": ms}
+        for layer, op, times in (("enc1", "detailer_stem", {"eager_channels_last": 3.0, "triton": 2.0, "cuda": 1.0}),
+                                 ("enc2", "detailer_encoder", {"eager_channels_last": 1.0, "triton": 2.0}),
+                                 ("enc3", "detailer_encoder", {"eager_channels_last": 1.0, "triton": 0.1}))
+        for v, ms in times.items()]}
+    files = []
+    for name, payload in (("adaln.json", adaln), ("head.json", head)):
+        (tmp_path / name).write_text(json.dumps(payload))
+        files.append(str(tmp_path / name))
+    out = tmp_path / "preferences.json"
+    out.write_text(json.dumps({"sm_80": {"backends": {"swiglu": "torch"}}}))
+    derive_preferences.main([*files, "--out", str(out)])
+    table = load_preferences(out)
+    # cuda wins at batch 32 only; summed over both batches triton is faster (compile is not a backend)
+    assert table["sm_90"] == {"block_boundary": "triton", "detailer_stem": "cuda", "detailer_encoder": "torch"}
+    assert table["sm_80"] == {"swiglu": "torch"}  # other architectures are kept
+    (tmp_path / "cpu.json").write_text(json.dumps({"environment": {"arch": None}, "rows": []}))
+    with pytest.raises(ValueError, match="one CUDA architecture"):
+        derive_preferences.main([str(tmp_path / "cpu.json"), "--out", str(out)])
