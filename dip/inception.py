@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -74,6 +75,17 @@ def load_logits_head(path) -> nn.Linear:
     return head
 
 
+@contextmanager
+def full_fp32():
+    """TF32 off for convolutions and matmuls inside (the reference statistics were computed in full fp32)."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 class InceptionFeatures(nn.Module):
     """uint8 (or [0, 255] float) images (N, 3, H, W) → {"pool": (N, 2048), "spatial": (N, 2023)[, "probs": (N, 1008)]},
     all float32. ``logits``: path of the pt_inception weights file, for the Inception Score."""
@@ -95,6 +107,10 @@ class InceptionFeatures(nn.Module):
     def forward(self, images: torch.Tensor) -> dict:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (N, 3, H, W), got {tuple(images.shape)}")
+        with full_fp32():
+            return self._features(images)
+
+    def _features(self, images: torch.Tensor) -> dict:
         x = tf1_resize_bilinear(images.float(), INPUT_SIZE)
         x = (x - 128) / 128
         out = {}
