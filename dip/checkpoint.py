@@ -125,6 +125,37 @@ def extract_state_dict(obj: dict, which: str = "ema") -> tuple[dict, list, str]:
     return state, skipped, f"{kind}, weights under {prefix!r}{note}"
 
 
+def is_training_checkpoint(obj: dict) -> bool:
+    """Whether a loaded file is a dip.train checkpoint (model, EMA, optimizer, config …)."""
+    return "ema" in obj and "config" in obj
+
+
+def weights_of(obj: dict, which: str = "ema") -> tuple[dict, str]:
+    """(state dict in the released names, description) of a loaded file (``read_file``): a dip.train checkpoint
+    (its EMA or raw model) or anything ``extract_state_dict`` reads."""
+    if is_training_checkpoint(obj):
+        if which not in PREFIXES:
+            raise ValueError(f"which must be 'ema' or 'raw', got {which!r}")
+        return obj["ema" if which == "ema" else "model"], f"dip.train checkpoint ({which} weights)"
+    state, _, source = extract_state_dict(obj, which)
+    return state, source
+
+
+def adapt_label_table(state: dict, model: torch.nn.Module, key: str = "y_embedder.embedding_table.weight") -> dict:
+    """Fine-tuning on a different label set (features.md 5): when the class counts differ, the model keeps its
+    freshly initialised class rows and takes the source's null row (the unconditional embedding guidance uses)
+    as its own null row (the last one). Other tensors are untouched; returns the adapted copy."""
+    source, target = state.get(key), model.state_dict().get(key)
+    if source is None or target is None or source.shape == target.shape:
+        return state
+    if source.shape[1:] != target.shape[1:]:
+        raise ValueError(f"{key}: width {tuple(source.shape[1:])} in the source, {tuple(target.shape[1:])} in the "
+                         f"model (a different preset?)")
+    table = target.detach().clone().to(source.dtype)
+    table[-1] = source[-1]
+    return {**state, key: table}
+
+
 def load_weights(model: torch.nn.Module, path, *, which: str = "ema", strict: bool = True) -> LoadReport:
     """Load ``path`` into ``model`` (EMA weights of a Lightning checkpoint by default); returns what was skipped.
 

@@ -208,19 +208,49 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def model_stream(model, num_samples: int, settings: SamplingSettings, batch: int, describe: str) -> ImageStream:
+    """Class-balanced samples 0 … num_samples − 1 of ``model`` drawn on the fly (seeded per sample, no files)."""
+    indices = list(range(num_samples))
+    return ImageStream(num_samples, model.image_size,
+                       lambda _: (images for images, _ in generate(model, indices, settings, batch=batch,
+                                                                   progress=False)), describe)
+
+
+def summary(metrics: dict) -> dict:
+    """{name: value} of the metrics that have a value (for logs)."""
+    values = {k: v.get("value") for k, v in metrics.items() if k != "seam_score"}
+    values["seam_score"] = metrics["seam_score"]["generated"]
+    return {k: v for k, v in values.items() if v is not None}
+
+
+class TrainingMonitor:
+    """Sample-quality metrics of a model during training (features.md: evaluation inside the training loop): the
+    reference statistics are computed once; each call draws ``num_samples`` class-balanced samples with the same
+    per-sample seeds, so successive values differ by the model only."""
+
+    def __init__(self, ref: str, image_size: int, patch_size: int, device, *, num_samples: int,
+                 logits: str | None = None, batch: int = 100, sample_batch: int = 64):
+        self.num_samples, self.patch_size, self.device = num_samples, patch_size, device
+        self.batch, self.sample_batch = batch, sample_batch
+        self.network = InceptionFeatures(logits, device=device)
+        self.ref = statistics_file(ref) or reference_statistics(ref, image_size, self.network, patch_size,
+                                                                batch=batch, limit=None, seed=0)
+
+    def __call__(self, model, settings: SamplingSettings) -> dict:
+        stream = model_stream(model, self.num_samples, settings, self.sample_batch, "training samples")
+        gen = FeatureSet(self.network, self.patch_size).read(stream, self.batch, "eval").statistics()
+        return summary(compare(gen, self.ref, self.device))
+
+
 def _generated_streams(args, device):
     """[(label, settings or None, ImageStream)] and the patch size: one per sweep setting for a checkpoint."""
     path = Path(args.samples)
     if path.is_file() and path.suffix != ".npz":
         model = load_model(str(path), args.model, args.which, args.kernels, device)
         base = settings_from_args(args, model, device)
-        indices = list(range(args.num_samples))
         streams = []
         for s in sweep_settings(base, args.sweep):
-            stream = ImageStream(len(indices), model.image_size,
-                                 lambda batch, s=s: (im for im, _ in generate(model, indices, s, batch=args.sample_batch,
-                                                                              progress=False)),
-                                 f"{path} sampled: {s.describe()}")
+            stream = model_stream(model, args.num_samples, s, args.sample_batch, f"{path} sampled: {s.describe()}")
             streams.append((f"cfg {s.cfg_scale} int {s.interval} N {s.steps} {s.method}", s, stream))
         return streams, args.patch_size or model.patch_size
     if args.sweep:

