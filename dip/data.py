@@ -33,7 +33,8 @@ def center_crop(image: Image.Image, size: int) -> np.ndarray:
 
 
 class ImageFolder(torch.utils.data.Dataset):
-    """root/<class>/<image>: labels are the sorted class-folder indices; images are ADM centre-cropped."""
+    """root/<class>/<image>: labels are the sorted class-folder indices; images are ADM centre-cropped. A folder
+    without sub-folders is one class (for unconditional training)."""
 
     def __init__(self, root, size: int):
         root = Path(root)
@@ -42,8 +43,12 @@ class ImageFolder(torch.utils.data.Dataset):
         self.classes = sorted(d.name for d in root.iterdir() if d.is_dir())
         self.items = [(p, k) for k, c in enumerate(self.classes) for p in sorted((root / c).rglob("*"))
                       if p.suffix in IMAGE_SUFFIXES]
+        if not self.classes:
+            self.classes = [root.name]
+            self.items = [(p, 0) for p in sorted(root.iterdir()) if p.suffix in IMAGE_SUFFIXES]
         if not self.items:
-            raise ValueError(f"{root} holds no images in class sub-folders (expected root/<class>/<image>.jpg)")
+            raise ValueError(f"{root} holds no images (expected root/<class>/<image>.jpg, or images directly in "
+                             f"{root} for one class)")
         self.size = size
 
     def __len__(self):

@@ -44,6 +44,7 @@ def parser() -> argparse.ArgumentParser:
     a("--data", default="digits", help="'digits' (embedded, no download), a shard folder, or an ImageFolder")
     a("--out", default="runs/dip", help="run folder: checkpoints/, samples/, stats.jsonl, tensorboard/")
     a("--image-size", type=int, help="default: the recipe's")
+    a("--unconditional", action="store_true", help="ignore the labels: a model without classes (num_classes 0)")
     a("--batch", type=int, help="global batch (all ranks, all accumulation steps); default: the recipe's")
     a("--accum", type=int, default=1, help="gradient-accumulation steps per optimizer step")
     a("--steps", type=int, default=None, help="optimizer steps (default: unlimited with --minutes, else 1000)")
@@ -211,7 +212,7 @@ class Trainer:
         np.random.seed(cfg["seed"])
         self.out = Path(cfg["out"])
         self.data = open_dataset(cfg["data"], cfg["image_size"])
-        self.num_classes = len(self.data.classes)
+        self.num_classes = 0 if cfg["unconditional"] else len(self.data.classes)
         per_step = cfg["batch"] // (self.world * cfg["accum"])
         if per_step * self.world * cfg["accum"] != cfg["batch"]:
             raise ValueError(f"--batch {cfg['batch']} must be divisible by world size × --accum = "
@@ -303,7 +304,7 @@ class Trainer:
         x, y = load_batch(self.data, sample_indices(self.cfg["seed"], len(self.data), start, self.micro))
         noise, n, u = per_sample_draws(self.cfg["seed"], g, tuple(x.shape[1:]), self.device)  # drawn where used
         r = self.cfg["recipe"]
-        y = y.to(self.device)
+        y = y.to(self.device) if self.num_classes else torch.zeros_like(y, device=self.device)  # 0 = the null row
         y = torch.where(u < self.cfg["label_dropout"], torch.full_like(y, self.num_classes), y)
         return x.to(self.device), y, logit_normal_t(n, r["t_mean"], r["t_std"]), noise
 
@@ -411,16 +412,17 @@ class Trainer:
 
     @torch.no_grad()
     def sample_grid(self, per_class: int = 8) -> torch.Tensor:
-        """Class-balanced samples of the EMA model with the recipe's sampler; saved as a PNG grid."""
+        """Class-balanced samples of the EMA model with the recipe's sampler (unguided 8 per row without classes);
+        saved as a PNG grid."""
         r, K = self.cfg["recipe"], self.num_classes
         model = self.ema_model()
-        y = torch.arange(K).repeat(per_class).to(self.device)  # row i: one sample of every class
+        y = torch.arange(max(K, 1)).repeat(per_class * (1 if K else 8)).to(self.device)  # row i: every class once
         g = torch.Generator().manual_seed(self.cfg["seed"] + 1)
         noise = torch.randn(len(y), 3, self.cfg["image_size"], self.cfg["image_size"], generator=g).to(self.device)
         with self.autocast:
-            images = sample(model, noise, y, null_label=K, steps=r["sample_steps"], cfg_scale=r["cfg_scale"],
-                            interval=tuple(r["guidance_interval"]))
-        path = save_grid(images, self.out / "samples" / f"step_{self.step:08d}.png", nrow=K,
+            images = sample(model, noise, y, null_label=K, steps=r["sample_steps"],
+                            cfg_scale=r["cfg_scale"] if K else 1.0, interval=tuple(r["guidance_interval"]))
+        path = save_grid(images, self.out / "samples" / f"step_{self.step:08d}.png", nrow=K or 8,
                          upscale=max(1, 128 // self.cfg["image_size"]))
         self.log(f"wrote {path}")
         return images
@@ -507,7 +509,7 @@ class Trainer:
             summary["ranks_in_sync"] = self.ranks_in_sync()
         if self.rank == 0 and self.cfg["final_samples"]:
             images = self.sample_grid(self.cfg["final_samples"])
-            if self.cfg["data"] == "digits":
+            if self.cfg["data"] == "digits" and self.num_classes:
                 from .demo import digits_accuracy
 
                 labels = torch.arange(self.num_classes).repeat(len(images) // self.num_classes)

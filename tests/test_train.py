@@ -179,3 +179,20 @@ def test_evaluation_inside_the_training_loop(tmp_path):
     assert summary["eval_fid"] == evals[-1]["eval_fid"]
     with pytest.raises(ValueError, match="--eval-every needs --eval-ref"):
         run(tmp_path / "bad", "--steps", "1", "--eval-every", "1")
+
+
+def test_unconditional_training_and_sampling_end_to_end(tmp_path):
+    import numpy as np
+
+    from dip.sample import main as sample_main
+
+    flat = class_folder(tmp_path / "data", classes=1) / "class0"  # a folder of images without class folders
+    summary = run(tmp_path / "run", "--final-samples", "1", "--data", str(flat), "--unconditional", "--steps", "2")
+    assert summary["steps"] == 2 and "digits_accuracy" not in summary
+    assert (tmp_path / "run" / "samples" / "step_00000002.png").is_file()
+    ckpt = newest(tmp_path / "run")
+    assert ckpt["ema"]["y_embedder.embedding_table.weight"].shape[0] == 1  # only the null row
+    sample_main(["--ckpt", str(sorted((tmp_path / "run" / "checkpoints").glob("*.pt"))[-1]), "--device", "cpu",
+                 "--num-samples", "3", "--steps", "2", "--npz", "--out", str(tmp_path / "samples")])
+    data = np.load(tmp_path / "samples" / "samples.npz")
+    assert data["arr_0"].shape == (3, 32, 32, 3) and "arr_1" not in data  # no labels for an unconditional model
