@@ -1,4 +1,5 @@
-"""Install dip and dip_kernels; build the torch-free CUDA extension ``dip_kernels._cuda`` when nvcc is found.
+"""Install dip and dip_kernels; build the torch-free CUDA extension ``dip_kernels._cuda`` when nvcc is found, and
+its host-emulated twin ``dip_kernels._cuda_emulated`` (the same kernels on CPU tensors, for tests without a GPU).
 
 Environment:
   DIP_CUDA_ARCHS   semicolon list of targets, default "sm_80;sm_90a;compute_90" (compute_XX embeds PTX;
@@ -44,7 +45,8 @@ def gencode_flags(archs: str):
 
 
 class NvccBuildExt(build_ext):
-    """Compiles CUDA extensions with nvcc (objects in parallel, cudart static)."""
+    """Compiles CUDA extensions with nvcc (objects in parallel, cudart static); the emulated twin compiles the same
+    sources as host C++ (-DDIP_EMULATE, nvcc driving the host compiler with the CUDA headers, no CUDA runtime)."""
 
     def build_extension(self, ext):
         if not getattr(ext, "is_cuda", False):
@@ -53,24 +55,30 @@ class NvccBuildExt(build_ext):
         import pybind11
 
         out = Path(self.get_ext_fullpath(ext.name))
-        tmp = Path(self.build_temp) / "cuda"
+        tmp = Path(self.build_temp) / ext.name
         tmp.mkdir(parents=True, exist_ok=True)
         out.parent.mkdir(parents=True, exist_ok=True)
         includes = [f"-I{pybind11.get_include()}", f"-I{sysconfig.get_paths()['include']}", f"-I{ROOT / 'csrc'}"]
-        common = ["-O3", "-std=c++17", "-Xcompiler", "-fPIC", "-Xcompiler", "-fvisibility=hidden",
-                  "--expt-relaxed-constexpr", *includes]
-        archs = gencode_flags(os.environ.get("DIP_CUDA_ARCHS", DEFAULT_ARCHS))
+        host = ["-Xcompiler", "-fPIC", "-Xcompiler", "-fvisibility=hidden", *includes]
+        if ext.emulated:
+            flags = ["-x", "c++", "-O1", "-std=c++20", "-DDIP_EMULATE", "-Xcompiler", "-pthread", "-Xcompiler",
+                     "-Wno-attributes", *host]
+            link_flags = ["-cudart", "none", "-Xcompiler", "-pthread"]
+        else:
+            archs = gencode_flags(os.environ.get("DIP_CUDA_ARCHS", DEFAULT_ARCHS))
+            flags = ["-x", "cu", "-O3", "-std=c++17", "--expt-relaxed-constexpr", *archs, *host]
+            link_flags = ["-cudart", "static", *archs]
 
         def compile_one(src):
             obj = tmp / (Path(src).name + ".o")
-            cmd = [nvcc, "-c", src, "-o", str(obj), *common, *(archs if src.endswith(".cu") else ["-x", "cu"] + archs)]
+            cmd = [nvcc, "-c", src, "-o", str(obj), *flags]
             print(" ".join(cmd))
             subprocess.run(cmd, check=True)
             return str(obj)
 
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
             objects = list(pool.map(compile_one, ext.sources))
-        link = [nvcc, "-shared", "-cudart", "static", *archs, *objects, "-o", str(out)]
+        link = [nvcc, "-shared", *link_flags, *objects, "-o", str(out)]
         print(" ".join(link))
         subprocess.run(link, check=True)
         return None
@@ -85,9 +93,12 @@ def cuda_extensions():
               f"still work")
         return []
     sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").glob("*.c*") if p.suffix in (".cu", ".cpp"))
-    ext = Extension("dip_kernels._cuda", sources=sources)
-    ext.is_cuda = True
-    return [ext]
+    exts = []
+    for name, emulated in (("dip_kernels._cuda", False), ("dip_kernels._cuda_emulated", True)):
+        ext = Extension(name, sources=sources)
+        ext.is_cuda, ext.emulated = True, emulated
+        exts.append(ext)
+    return exts
 
 
 setup(

@@ -190,7 +190,7 @@ void launch_fwd_v(std::uintptr_t x, std::uintptr_t br, std::uintptr_t gate, std:
   auto kernel = block_boundary_fwd_kernel<T, V>;
   check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
              "block_boundary_fwd_kernel (shared memory)");
-  kernel<<<static_cast<unsigned>(grid), row_threads(D, V), smem, as_stream(stream)>>>(
+  DIP_LAUNCH(kernel, static_cast<unsigned>(grid), row_threads(D, V), smem, as_stream(stream))(
       reinterpret_cast<const T*>(x), reinterpret_cast<const T*>(br), reinterpret_cast<const T*>(gate),
       reinterpret_cast<const float*>(w), reinterpret_cast<const T*>(shift), reinterpret_cast<const T*>(scale),
       reinterpret_cast<T*>(r_out), reinterpret_cast<T*>(h), reinterpret_cast<float*>(mean),
@@ -220,8 +220,8 @@ void launch_bwd_v(std::uintptr_t dh, std::uintptr_t dr, std::uintptr_t r, std::u
   auto kernel = block_boundary_bwd_kernel<T, V>;
   check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
              "block_boundary_bwd_kernel (shared memory)");
-  kernel<<<dim3(static_cast<unsigned>(batch), static_cast<unsigned>(chunks)), row_threads(D, V), smem,
-           as_stream(stream)>>>(
+  DIP_LAUNCH(kernel, dim3(static_cast<unsigned>(batch), static_cast<unsigned>(chunks)), row_threads(D, V), smem,
+             as_stream(stream))(
       reinterpret_cast<const T*>(dh), reinterpret_cast<const T*>(dr), reinterpret_cast<const T*>(r),
       reinterpret_cast<const T*>(br), reinterpret_cast<const T*>(gate), reinterpret_cast<const float*>(w),
       reinterpret_cast<const T*>(scale), reinterpret_cast<const float*>(mean), reinterpret_cast<const float*>(rstd),

@@ -7,7 +7,17 @@
 #include <stdexcept>
 #include <string>
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
+
+// Kernel launches are written DIP_LAUNCH(kernel, grid, block, shared bytes, stream)(args…): the CUDA launch, or,
+// built with -DDIP_EMULATE by the host compiler, the emulator of csrc/emulation.h (tests without a GPU).
+#ifdef DIP_EMULATE
+#include "emulation.h"
+#else
+#define DIP_LAUNCH(kernel, grid, block, shared, stream) kernel<<<grid, block, shared, stream>>>
+#endif
 
 namespace dip {
 
@@ -26,9 +36,6 @@ inline void check_launch(const char* kernel) { check_cuda(cudaGetLastError(), ke
 inline cudaStream_t as_stream(std::uintptr_t handle) { return reinterpret_cast<cudaStream_t>(handle); }
 
 }  // namespace dip
-
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 
 namespace dip {
 

@@ -173,7 +173,7 @@ void launch_stem_fwd(std::uintptr_t img, Image im, std::uintptr_t w, std::uintpt
   auto kernel = stem_fwd_kernel<T>;
   check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
              "stem_fwd_kernel (shared memory)");
-  kernel<<<blocks, 256, smem, as_stream(stream)>>>(
+  DIP_LAUNCH(kernel, blocks, 256, smem, as_stream(stream))(
       reinterpret_cast<const T*>(img), im, reinterpret_cast<const float*>(w), reinterpret_cast<const float*>(bias),
       reinterpret_cast<T*>(skip), reinterpret_cast<T*>(pooled), reinterpret_cast<T*>(pre),
       reinterpret_cast<int8_t*>(argmax), patches, cin, C);
@@ -189,7 +189,7 @@ void launch_stem_bwd(std::uintptr_t d_skip, std::uintptr_t d_pooled, std::uintpt
   auto kernel = stem_bwd_kernel<T>;
   check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
              "stem_bwd_kernel (shared memory)");
-  kernel<<<blocks, 256, smem, as_stream(stream)>>>(
+  DIP_LAUNCH(kernel, blocks, 256, smem, as_stream(stream))(
       reinterpret_cast<const T*>(d_skip), reinterpret_cast<const T*>(d_pooled),
       reinterpret_cast<const int8_t*>(argmax), reinterpret_cast<const T*>(pre), reinterpret_cast<const T*>(img), im,
       reinterpret_cast<float*>(p_w), reinterpret_cast<float*>(p_b), patches, cin, C);
@@ -200,10 +200,10 @@ template <typename T>
 void launch_output_fwd(std::uintptr_t y, std::uintptr_t w, std::uintptr_t bias, std::uintptr_t img, Image im,
                        int64_t pixels, int C, int cout, std::uintptr_t stream) {
   const int64_t blocks = (pixels + 255) / 256;
-  output_fwd_kernel<T><<<static_cast<unsigned>(blocks < 65535 * 32 ? blocks : 65535 * 32), 256, 0,
-                         as_stream(stream)>>>(reinterpret_cast<const T*>(y), reinterpret_cast<const float*>(w),
-                                              reinterpret_cast<const float*>(bias), reinterpret_cast<T*>(img), im,
-                                              pixels, C, cout);
+  auto kernel = output_fwd_kernel<T>;
+  DIP_LAUNCH(kernel, static_cast<unsigned>(blocks < 65535 * 32 ? blocks : 65535 * 32), 256, 0, as_stream(stream))(
+      reinterpret_cast<const T*>(y), reinterpret_cast<const float*>(w), reinterpret_cast<const float*>(bias),
+      reinterpret_cast<T*>(img), im, pixels, C, cout);
   check_launch("output_fwd_kernel");
 }
 
@@ -212,7 +212,8 @@ void launch_output_bwd(std::uintptr_t d_img, Image im, std::uintptr_t y, std::ui
                        std::uintptr_t p_w, std::uintptr_t p_b, int64_t pixels, int C, int cout, int blocks,
                        std::uintptr_t stream) {
   const size_t smem = cout * (C + 1) * sizeof(float);
-  output_bwd_kernel<T><<<blocks, C >= 64 ? 64 : 32, smem, as_stream(stream)>>>(
+  auto kernel = output_bwd_kernel<T>;
+  DIP_LAUNCH(kernel, blocks, C >= 64 ? 64 : 32, smem, as_stream(stream))(
       reinterpret_cast<const T*>(d_img), im, reinterpret_cast<const T*>(y), reinterpret_cast<const float*>(w),
       reinterpret_cast<T*>(dy), reinterpret_cast<float*>(p_w), reinterpret_cast<float*>(p_b), pixels, C, cout);
   check_launch("output_bwd_kernel");

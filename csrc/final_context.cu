@@ -74,7 +74,8 @@ template <typename T, int V>
 void launch_fwd_v(std::uintptr_t x, std::uintptr_t br, std::uintptr_t gate, std::uintptr_t temb, std::uintptr_t s,
                   int64_t rows, int64_t tokens, int D, int64_t s_gate, int64_t s_temb, std::uintptr_t stream) {
   const int64_t grid = rows < 65535 * 8 ? rows : 65535 * 8;
-  final_context_fwd_kernel<T, V><<<static_cast<unsigned>(grid), row_threads(D, V), 0, as_stream(stream)>>>(
+  auto kernel = final_context_fwd_kernel<T, V>;
+  DIP_LAUNCH(kernel, static_cast<unsigned>(grid), row_threads(D, V), 0, as_stream(stream))(
       reinterpret_cast<const T*>(x), reinterpret_cast<const T*>(br), reinterpret_cast<const T*>(gate),
       reinterpret_cast<const T*>(temb), reinterpret_cast<T*>(s), rows, tokens, D, s_gate, s_temb);
   check_launch("final_context_fwd_kernel");
@@ -94,8 +95,9 @@ void launch_bwd_v(std::uintptr_t ds, std::uintptr_t x, std::uintptr_t br, std::u
                   int64_t tokens, int D, int chunks, int64_t s_gate, int64_t s_temb, std::uintptr_t stream) {
   const int chunk = static_cast<int>((tokens + chunks - 1) / chunks);
   const int threads = row_threads(D, V) < 256 ? row_threads(D, V) : 256;  // columns per thread loop beyond 256·V
-  final_context_bwd_kernel<T, V><<<dim3(static_cast<unsigned>(batch), static_cast<unsigned>(chunks)), threads, 0,
-                                   as_stream(stream)>>>(
+  auto kernel = final_context_bwd_kernel<T, V>;
+  DIP_LAUNCH(kernel, dim3(static_cast<unsigned>(batch), static_cast<unsigned>(chunks)), threads, 0,
+             as_stream(stream))(
       reinterpret_cast<const T*>(ds), reinterpret_cast<const T*>(x), reinterpret_cast<const T*>(br),
       reinterpret_cast<const T*>(gate), reinterpret_cast<const T*>(temb), reinterpret_cast<T*>(dx),
       reinterpret_cast<T*>(dbr), reinterpret_cast<float*>(p_gate), reinterpret_cast<float*>(p_temb), tokens, D, chunk,

@@ -1,5 +1,6 @@
 // pybind11 entry point of dip_kernels._cuda: torch-free, raw device pointers, sizes, strides, dtype codes and the
-// CUDA stream come in as integers (kernels.md §6). Runtime queries let Python fail cleanly without a GPU.
+// CUDA stream come in as integers (kernels.md §6). Runtime queries let Python fail cleanly without a GPU. Built
+// with -DDIP_EMULATE it is dip_kernels._cuda_emulated: the same kernels on the host emulator (csrc/emulation.h).
 #include <pybind11/pybind11.h>
 
 #include "common.cuh"
@@ -9,6 +10,11 @@ namespace py = pybind11;
 
 namespace {
 
+#ifdef DIP_EMULATE
+int device_count() { return 1; }  // the emulator: host memory, one "device"
+int runtime_version() { return 0; }
+#define DIP_MODULE _cuda_emulated
+#else
 int device_count() {
   int n = 0;
   dip::check_cuda(cudaGetDeviceCount(&n), "cudaGetDeviceCount");
@@ -20,10 +26,12 @@ int runtime_version() {
   dip::check_cuda(cudaRuntimeGetVersion(&v), "cudaRuntimeGetVersion");
   return v;
 }
+#define DIP_MODULE _cuda
+#endif
 
 }  // namespace
 
-PYBIND11_MODULE(_cuda, m) {
+PYBIND11_MODULE(DIP_MODULE, m) {
   m.doc() = "dip CUDA kernels (torch-free): see csrc/ and dip_kernels/cuda_ext.py";
   m.def("device_count", &device_count, "Number of CUDA devices; raises RuntimeError naming the CUDA error.");
   m.def("runtime_version", &runtime_version, "CUDA runtime version the extension was built with.");

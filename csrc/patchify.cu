@@ -44,9 +44,9 @@ void launch_v(std::uintptr_t src, std::uintptr_t dst, int64_t total, int C, int6
               int64_t s1, int64_t s2, int64_t s3, int to_patches, std::uintptr_t stream) {
   const int threads = 256;
   const int64_t blocks = (total / V + threads - 1) / threads;
-  patch_copy_kernel<T, V><<<static_cast<unsigned>(blocks < 65535 * 32 ? blocks : 65535 * 32), threads, 0,
-                            as_stream(stream)>>>(reinterpret_cast<const T*>(src), reinterpret_cast<T*>(dst), total, C,
-                                                 H, W, P, s0, s1, s2, s3, to_patches);
+  auto kernel = patch_copy_kernel<T, V>;
+  DIP_LAUNCH(kernel, static_cast<unsigned>(blocks < 65535 * 32 ? blocks : 65535 * 32), threads, 0, as_stream(stream))(
+      reinterpret_cast<const T*>(src), reinterpret_cast<T*>(dst), total, C, H, W, P, s0, s1, s2, s3, to_patches);
   check_launch("patch_copy_kernel");
 }
 

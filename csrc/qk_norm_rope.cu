@@ -164,7 +164,7 @@ void launch_fwd(std::uintptr_t qkv, std::uintptr_t qw, std::uintptr_t kw, std::u
                 int hd, float eps, int blocks, std::uintptr_t stream) {
   auto kernel = vectorised<T>(hd, {qkv, qw, kw, cos_t, sin_t, q, k, v}) ? qk_norm_rope_fwd_kernel<T, vec_width<T>()>
                                                                        : qk_norm_rope_fwd_kernel<T, 2>;
-  kernel<<<blocks, 32 * kWarps, 0, as_stream(stream)>>>(
+  DIP_LAUNCH(kernel, blocks, 32 * kWarps, 0, as_stream(stream))(
       reinterpret_cast<const T*>(qkv), reinterpret_cast<const float*>(qw), reinterpret_cast<const float*>(kw),
       reinterpret_cast<const float*>(cos_t), reinterpret_cast<const float*>(sin_t), reinterpret_cast<T*>(q),
       reinterpret_cast<T*>(k), reinterpret_cast<T*>(v), items, tokens, heads, hd, eps);
@@ -180,7 +180,7 @@ void launch_bwd(std::uintptr_t dq, std::uintptr_t dk, std::uintptr_t dv, std::ui
   auto kernel = vectorised<T>(hd, {dq, dk, dv, qkv, qw, kw, cos_t, sin_t, dqkv})
                     ? qk_norm_rope_bwd_kernel<T, vec_width<T>()>
                     : qk_norm_rope_bwd_kernel<T, 2>;
-  kernel<<<blocks, 32 * kWarps, smem, as_stream(stream)>>>(
+  DIP_LAUNCH(kernel, blocks, 32 * kWarps, smem, as_stream(stream))(
       reinterpret_cast<const T*>(dq), reinterpret_cast<const T*>(dk), reinterpret_cast<const T*>(dv),
       reinterpret_cast<const T*>(qkv), reinterpret_cast<const float*>(qw), reinterpret_cast<const float*>(kw),
       reinterpret_cast<const float*>(cos_t), reinterpret_cast<const float*>(sin_t), reinterpret_cast<T*>(dqkv),

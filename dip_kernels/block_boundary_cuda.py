@@ -8,12 +8,13 @@ import torch
 from .block_boundary_triton import run
 from .cuda_ext import DTYPE_CODES, extension, pointer as _ptr, require, stream_of
 from .registry import register
+from .triton_support import device_guard
 
 
 def launch_fwd(x, branch, gate, weight, shift, scale, r, h, mean, rstd, norm, eps) -> None:
     """Forward on x's device and current stream; outputs allocated by the caller."""
     B, T, D = x.shape
-    with torch.cuda.device(x.device):
+    with device_guard(x):
         require().block_boundary_fwd(
             DTYPE_CODES[x.dtype], x.data_ptr(), _ptr(branch, x), _ptr(gate, shift), _ptr(weight, rstd),
             shift.data_ptr(), scale.data_ptr(), _ptr(r if r.numel() else None, h), h.data_ptr(),
@@ -25,7 +26,7 @@ def launch_fwd(x, branch, gate, weight, shift, scale, r, h, mean, rstd, norm, ep
 def launch_bwd(dh, dr, r, branch, gate, weight, scale, mean, rstd, dx, dbr, parts, chunks, norm) -> None:
     """Backward into dx, dbr and the (4, B·chunks, D) fp32 partials (gate, shift, scale, weight)."""
     B, T, D = r.shape
-    with torch.cuda.device(r.device):
+    with device_guard(r):
         require().block_boundary_bwd(
             DTYPE_CODES[r.dtype], dh.data_ptr(), _ptr(dr, dh), r.data_ptr(), _ptr(branch, r), _ptr(gate, scale),
             _ptr(weight, rstd), scale.data_ptr(), _ptr(mean if mean.numel() else None, rstd), rstd.data_ptr(),

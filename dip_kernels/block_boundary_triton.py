@@ -23,6 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .cuda_ext import check_device
 from .registry import register
 from .triton_support import (activation_dtype, block_size, cast_to, check_tensor, device_guard,
                              reduction_chunks, rows_contiguous, rows_per_program, sum_partials)
@@ -260,8 +261,7 @@ def run(x, branch, gate, weight, shift, scale, norm, eps, backend="triton"):
         branch = branch.contiguous()
     out_dtype = activation_dtype(x, *(() if branch is None else (branch,)))
     if backend == "cuda":  # one activation dtype, fp32 weight
-        if not x.is_cuda:
-            raise ValueError(f"the CUDA backend needs CUDA tensors, got x on {x.device}")
+        check_device("x", x)
         x, branch, gate, shift, scale = (t if t is None else t.to(out_dtype) for t in (x, branch, gate, shift, scale))
         weight = weight if weight is None else weight.float()
     return block_boundary_fwd(x.contiguous(), branch, gate, weight, shift, scale, NORMS[norm], float(eps), out_dtype,

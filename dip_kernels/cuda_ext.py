@@ -2,20 +2,31 @@
 
 ``extension()`` returns the module or None; ``require()`` returns it or raises a clear error saying why it cannot
 be used (not built, or no CUDA device). Importing this module never fails.
+
+With ``DIP_CUDA_EMULATE=1`` the same calls go to ``dip_kernels._cuda_emulated``: the same kernel sources built
+for the host emulator of csrc/emulation.h, taking CPU tensors (the tests set it when there is no GPU, as they set
+``TRITON_INTERPRET=1`` for Triton).
 """
 from __future__ import annotations
 
 import importlib
+import os
 
 import torch
 
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}  # as csrc/common.cuh
+EMULATED_SMS = 4  # "multiprocessors" of the emulator, for launch-size heuristics
+
+
+def emulated() -> bool:
+    """Whether the CUDA backend runs on the host emulator (``DIP_CUDA_EMULATE=1``)."""
+    return os.environ.get("DIP_CUDA_EMULATE") == "1"
 
 
 def extension():
-    """The compiled module, or None when it was not built."""
+    """The compiled module (the emulated one under ``DIP_CUDA_EMULATE=1``), or None when it was not built."""
     try:
-        return importlib.import_module("dip_kernels._cuda")
+        return importlib.import_module("dip_kernels._cuda_emulated" if emulated() else "dip_kernels._cuda")
     except ImportError:
         return None
 
@@ -41,5 +52,19 @@ def pointer(t: torch.Tensor | None, fallback: torch.Tensor) -> int:
 
 
 def stream_of(t: torch.Tensor) -> int:
-    """The handle of the current CUDA stream on t's device (kernels launch there, never on the default stream)."""
-    return torch.cuda.current_stream(t.device).cuda_stream
+    """The handle of the current CUDA stream on t's device (kernels launch there, never on the default stream);
+    0 for the emulator's host tensors."""
+    return torch.cuda.current_stream(t.device).cuda_stream if t.is_cuda else 0
+
+
+def check_device(name: str, t: torch.Tensor) -> None:
+    """CUDA tensors, or CPU tensors under the emulator; otherwise a ValueError naming the tensor."""
+    if not (t.is_cuda or (t.device.type == "cpu" and emulated())):
+        raise ValueError(f"the CUDA backend needs CUDA tensors, got {name} on {t.device}")
+
+
+def multiprocessors(device: torch.device) -> int:
+    """SM count of ``device`` (the emulator's nominal count for CPU tensors)."""
+    if device.type != "cuda":
+        return EMULATED_SMS
+    return torch.cuda.get_device_properties(device).multi_processor_count

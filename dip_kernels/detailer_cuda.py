@@ -15,25 +15,20 @@ from __future__ import annotations
 import torch
 
 from . import detailer as reference
-from .cuda_ext import DTYPE_CODES, extension, require, stream_of
+from .cuda_ext import DTYPE_CODES, check_device, extension, multiprocessors, require, stream_of
 from .detailer_conv_triton import nhwc_empty
 from .registry import register
-from .triton_support import activation_dtype, check_tensor
+from .triton_support import activation_dtype, check_tensor, device_guard
 
 
 def _blocks(work: int, device, per_sm: int) -> int:
-    return max(1, min(work, per_sm * torch.cuda.get_device_properties(device).multi_processor_count))
+    return max(1, min(work, per_sm * multiprocessors(device)))
 
 
 def _image_args(img: torch.Tensor, P: int) -> tuple:
     """(tokens per image, patch-grid width, strides b, c, h, w, P) for the kernels' image addressing."""
     _, _, H, W = img.shape
     return ((H // P) * (W // P), W // P, *img.stride(), P)
-
-
-def _require_cuda(name: str, t: torch.Tensor) -> None:
-    if not t.is_cuda:
-        raise ValueError(f"the CUDA backend needs CUDA tensors, got {name} on {t.device}")
 
 
 # ---------------------------------------------------------------------------------------------------- stem
@@ -46,7 +41,7 @@ def stem_fwd(img: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, patch_
     N = B * (H // P) * (W // P)
     skip, pre = nhwc_empty(N, C, P, img, dtype), nhwc_empty(N, C, P, img, dtype)
     pooled, argmax = nhwc_empty(N, C, P // 2, img, dtype), nhwc_empty(N, C, P // 2, img, torch.int8)
-    with torch.cuda.device(img.device):
+    with device_guard(img):
         require().stem_fwd(DTYPE_CODES[dtype], img.data_ptr(), *_image_args(img, P), weight.data_ptr(),
                            bias.data_ptr(), skip.data_ptr(), pooled.data_ptr(), pre.data_ptr(), argmax.data_ptr(), N,
                            cin, C, _blocks(N, img.device, 8), stream_of(img))
@@ -70,7 +65,7 @@ def stem_bwd(d_skip: torch.Tensor, d_pooled: torch.Tensor, argmax: torch.Tensor,
     blocks = _blocks(N, img.device, 4)
     p_w = torch.empty(blocks, C * cin * 9, device=img.device, dtype=torch.float32)
     p_b = torch.empty(blocks, C, device=img.device, dtype=torch.float32)
-    with torch.cuda.device(img.device):
+    with device_guard(img):
         require().stem_bwd(DTYPE_CODES[pre.dtype], d_skip.data_ptr(), d_pooled.data_ptr(), argmax.data_ptr(),
                            pre.data_ptr(), img.data_ptr(), *_image_args(img, patch_size), p_w.data_ptr(),
                            p_b.data_ptr(), N, cin, C, blocks, stream_of(img))
@@ -109,7 +104,7 @@ def output_fwd(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, batch:
     N, C, P, _ = y.shape
     cout = weight.shape[0]
     img = torch.empty(batch, cout, height, width, device=y.device, dtype=y.dtype)
-    with torch.cuda.device(y.device):
+    with device_guard(y):
         require().output_fwd(DTYPE_CODES[y.dtype], y.data_ptr(), weight.data_ptr(), bias.data_ptr(), img.data_ptr(),
                              *_image_args(img, P), N * P * P, C, cout, stream_of(y))
     return img
@@ -130,7 +125,7 @@ def output_bwd(d_img: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> tu
     blocks = _blocks(N * P * P, y.device, 8)
     p_w = torch.empty(blocks, cout, C, device=y.device, dtype=torch.float32)
     p_b = torch.empty(blocks, cout, device=y.device, dtype=torch.float32)
-    with torch.cuda.device(y.device):
+    with device_guard(y):
         require().output_bwd(DTYPE_CODES[y.dtype], d_img.data_ptr(), *_image_args(d_img, P), y.data_ptr(),
                              weight.data_ptr(), dy.data_ptr(), p_w.data_ptr(), p_b.data_ptr(), N * P * P, C, cout,
                              blocks, stream_of(y))
@@ -160,7 +155,7 @@ output_fwd.register_autograd(_output_backward, setup_context=_output_setup)
 # ---------------------------------------------------------------------------------------------------- entry points
 def detailer_stem(img, patch_size, weight, bias, channels_last=True):
     """CUDA twin of ``dip_kernels.detailer.detailer_stem``."""
-    _require_cuda("img", img)
+    check_device("img", img)
     check_tensor("img", img, rank=4)
     if img.shape[2] % patch_size or img.shape[3] % patch_size:
         raise ValueError(f"img height and width must be divisible by patch_size {patch_size}, got "
@@ -175,7 +170,7 @@ def detailer_stem(img, patch_size, weight, bias, channels_last=True):
 
 
 def _output(y, weight, bias, batch, height, width):
-    _require_cuda("y", y)
+    check_device("y", y)
     dtype = activation_dtype(y, weight)
     w = weight.float().reshape(weight.shape[0], -1)
     return output_fwd(y.to(dtype).contiguous(memory_format=torch.channels_last), w, bias.float(), batch, height,

@@ -8,11 +8,12 @@ import torch
 from .cuda_ext import DTYPE_CODES, extension, require, stream_of
 from .final_context_triton import run
 from .registry import register
+from .triton_support import device_guard
 
 
 def launch_fwd(x, branch, gate, t_emb, s) -> None:
     B, T, D = x.shape
-    with torch.cuda.device(x.device):
+    with device_guard(x):
         require().final_context_fwd(DTYPE_CODES[x.dtype], x.data_ptr(), branch.data_ptr(), gate.data_ptr(),
                                     t_emb.data_ptr(), s.data_ptr(), B * T, T, D, gate.stride(0), t_emb.stride(0),
                                     stream_of(x))
@@ -20,7 +21,7 @@ def launch_fwd(x, branch, gate, t_emb, s) -> None:
 
 def launch_bwd(ds, x, branch, gate, t_emb, dx, dbr, parts, chunks) -> None:
     B, T, D = x.shape
-    with torch.cuda.device(x.device):
+    with device_guard(x):
         require().final_context_bwd(DTYPE_CODES[x.dtype], ds.data_ptr(), x.data_ptr(), branch.data_ptr(),
                                     gate.data_ptr(), t_emb.data_ptr(), dx.data_ptr(), dbr.data_ptr(),
                                     parts[0].data_ptr(), parts[1].data_ptr(), B, T, D, chunks, gate.stride(0),

@@ -11,6 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .cuda_ext import check_device
 from .registry import register
 from .triton_support import (activation_dtype, block_size, cast_to, check_tensor, device_guard,
                              reduction_chunks, rows_contiguous, rows_per_program, sum_partials)
@@ -138,8 +139,7 @@ def run(residual, branch, gate, t_emb, backend="triton"):
     check_tensor("t_emb", t_emb, shape=(B, D), device=residual.device)
     out_dtype = activation_dtype(residual, branch)
     if backend == "cuda":  # one activation dtype
-        if not residual.is_cuda:
-            raise ValueError(f"the CUDA backend needs CUDA tensors, got residual on {residual.device}")
+        check_device("residual", residual)
         residual, branch, gate, t_emb = (t.to(out_dtype) for t in (residual, branch, gate, t_emb))
     return final_context_fwd(residual.contiguous(), branch.contiguous(), rows_contiguous(gate), rows_contiguous(t_emb),
                              out_dtype, backend)

@@ -6,16 +6,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .cuda_ext import DTYPE_CODES, extension, require, stream_of
+from .cuda_ext import DTYPE_CODES, check_device, extension, require, stream_of
 from .registry import register
-from .triton_support import check_tensor
+from .triton_support import check_tensor, device_guard
 
 
 def _copy(src: torch.Tensor, dst: torch.Tensor, P: int, to_patches: bool, image_shape) -> torch.Tensor:
-    if not src.is_cuda:
-        raise ValueError(f"the CUDA backend needs CUDA tensors, got {src.device}")
+    check_device("the source", src)
     B, C, H, W = image_shape
-    with torch.cuda.device(src.device):
+    with device_guard(src):
         require().patch_copy(DTYPE_CODES[src.dtype], src.data_ptr(), dst.data_ptr(), dst.numel(), C, H, W, P,
                              *src.stride(), int(to_patches), stream_of(src))
     return dst

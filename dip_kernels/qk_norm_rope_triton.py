@@ -12,6 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .cuda_ext import check_device
 from .registry import register
 from .triton_support import activation_dtype, block_size, cast_to, check_tensor, device_guard
 
@@ -187,8 +188,7 @@ def run(qkv, q_weight, k_weight, cos, sin, num_heads, eps=1e-6, backend="triton"
         check_tensor(name, table, shape=(T, hd // 2), device=qkv.device)
     out_dtype = activation_dtype(qkv)
     if backend == "cuda":  # activations in the output dtype, fp32 weights
-        if not qkv.is_cuda:
-            raise ValueError(f"the CUDA backend needs CUDA tensors, got qkv on {qkv.device}")
+        check_device("qkv", qkv)
         qkv, q_weight, k_weight = qkv.to(out_dtype), q_weight.float(), k_weight.float()
     return qk_norm_rope_fwd(qkv.contiguous(), q_weight.contiguous(), k_weight.contiguous(), cos.float().contiguous(),
                             sin.float().contiguous(), num_heads, float(eps), out_dtype, backend)

@@ -8,7 +8,8 @@ a plain table ``{op: callable}`` per device type, looked up by ``x.device.type``
 Rules:
 - ``torch``: the reference, always.
 - ``triton`` / ``cuda``: that backend's implementation where it exists and can run on the device type (Triton runs
-  CPU tensors only under ``TRITON_INTERPRET=1``; the CUDA extension needs a CUDA device); otherwise the reference,
+  CPU tensors only under ``TRITON_INTERPRET=1``; the CUDA extension needs a CUDA device, or CPU tensors under
+  ``DIP_CUDA_EMULATE=1``); otherwise the reference,
   and the report says so.
 - ``auto``: CPU tensors use the reference; CUDA tensors follow the committed per-architecture preference table
   (``preferences.py``), falling back to the reference for ops it does not list.
@@ -82,7 +83,9 @@ def _can_run(backend: str, device_type: str) -> bool:
         return True
     if backend == "triton":
         return device_type == "cuda" or (device_type == "cpu" and _triton_interpreting())
-    return device_type == "cuda"  # the CUDA extension
+    from .cuda_ext import emulated
+
+    return device_type == "cuda" or (device_type == "cpu" and emulated())  # the CUDA extension (or its emulator)
 
 
 def _cuda_arch() -> str | None:

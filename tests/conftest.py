@@ -1,7 +1,9 @@
-"""Test set-up: the Triton interpreter on machines without a CUDA device (kernels.md §5).
+"""Test set-up: the Triton interpreter and the CUDA-kernel emulator on machines without a CUDA device (kernels.md
+§5).
 
 TRITON_INTERPRET must be set before any module defining ``@triton.jit`` kernels is imported, and only where no
-GPU is present (on the GPU machine the same tests run the compiled kernels).
+GPU is present (on the GPU machine the same tests run the compiled kernels). DIP_CUDA_EMULATE likewise sends the
+CUDA backend to ``dip_kernels._cuda_emulated`` (the csrc/ kernels on a host emulator) with CPU tensors.
 """
 import os
 
@@ -10,6 +12,7 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+    os.environ.setdefault("DIP_CUDA_EMULATE", "1")
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 # kernels run on CPU tensors only through the interpreter (set above when no GPU is present)
@@ -46,11 +49,30 @@ def model_inputs(model, batch=2, size=None, device="cpu", seed=0):
     return x.to(device), t.to(device), y.to(device)
 
 
+def cuda_kernels_run_on(device) -> bool:
+    """Whether the CUDA extension's kernels can run on ``device``: a GPU, or the CPU through the emulator."""
+    from dip_kernels.cuda_ext import emulated, extension
+
+    return extension() is not None and (device.type == "cuda" or (device.type == "cpu" and emulated()))
+
+
 def backend_module(request, device, modules: dict):
     """The op module of ``request.param``'s backend (``modules``: backend → module) where it can run on ``device``."""
-    if request.param == "cuda":
-        from dip_kernels.cuda_ext import extension
-
-        if device.type != "cuda" or extension() is None:
-            pytest.skip("the CUDA extension needs a CUDA device")
+    if request.param == "cuda" and not cuda_kernels_run_on(device):
+        pytest.skip("the CUDA extension needs a CUDA device (or its emulator, dip_kernels._cuda_emulated)")
     return modules[request.param]
+
+
+@pytest.fixture
+def real_cuda_extension(monkeypatch):
+    """The compiled extension itself, not its emulator (for the tests of how it fails without a GPU)."""
+    monkeypatch.setenv("DIP_CUDA_EMULATE", "0")
+
+
+@pytest.fixture
+def cuda_kernel_device():
+    """Where the CUDA extension's kernels run: the GPU, else the CPU through the emulator (skipped without either)."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not cuda_kernels_run_on(device):
+        pytest.skip("the CUDA extension needs a CUDA device (or its emulator, dip_kernels._cuda_emulated)")
+    return device

@@ -125,7 +125,7 @@ def test_offsets_past_2_31_elements(backend):
     torch.testing.assert_close(dbr[1:, tail].float(), wb[1:, tail].float(), rtol=2e-2, atol=2e-2)
 
 
-def test_cuda_backend_fails_cleanly_without_a_gpu():
+def test_cuda_backend_fails_cleanly_without_a_gpu(real_cuda_extension):
     x, mod = inputs(2, 3, 8), inputs(2, 48)
     with pytest.raises(ValueError, match="the CUDA backend needs CUDA tensors, got x on cpu"):
         cuda_ops.modulated_norm(x, None, mod[:, :8], mod[:, 8:16])

@@ -83,7 +83,7 @@ def test_errors():
 
 
 @interpreted_only
-def test_opcheck():
+def test_opcheck(real_cuda_extension):
     torch.library.opcheck(tri_f.swiglu_fwd, (inputs(4, 6), inputs(4, 6, seed=1), torch.float32))
     x, br, g, te = inputs(2, 3, 8), inputs(2, 3, 8, seed=1), inputs(2, 8, seed=2), inputs(2, 8, seed=3)
     torch.library.opcheck(tri_c.final_context_fwd, (x, br, g, te, torch.float32, "triton"))

@@ -21,6 +21,7 @@ def test_every_fusable_op_has_a_reference():
 @pytest.mark.parametrize("backend", ["torch", "triton", "cuda", "auto"])
 def test_cpu_tensors_use_the_reference_unless_interpreting(backend, monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
+    monkeypatch.setenv("DIP_CUDA_EMULATE", "0")
     report = tiny_model(kernels=backend).kernel_report("cpu")
     assert set(report.values()) == {"torch"} and set(report) == SEAM_OPS
 
@@ -77,7 +78,7 @@ def test_unknown_op():
 
 
 @pytest.mark.skipif(extension() is None, reason="the CUDA extension was not built (no nvcc at install)")
-def test_cuda_extension_imports_and_fails_cleanly_without_a_gpu():
+def test_cuda_extension_imports_and_fails_cleanly_without_a_gpu(real_cuda_extension):
     ext = extension()
     assert ext.runtime_version() >= 12000
     if torch.cuda.is_available():

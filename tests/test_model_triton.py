@@ -1,11 +1,10 @@
-"""The model with kernels="triton" (interpreted on CPU, compiled on GPU), and kernels="cuda" on a GPU, against the
-reference backend."""
+"""The model with kernels="triton" (interpreted on CPU, compiled on GPU) and kernels="cuda" (the GPU, or the
+emulator on CPU) against the reference backend."""
 
 import pytest
 import torch
 
-from conftest import model_inputs, tiny_model
-from dip_kernels.cuda_ext import extension
+from conftest import cuda_kernels_run_on, model_inputs, tiny_model
 from parity import assert_parity
 
 TRITON_OPS = {"block_boundary", "modulated_norm", "qk_norm_rope", "final_context", "swiglu", "patch_embed",
@@ -25,12 +24,12 @@ def run(model, x, t, y, grad):
 @pytest.mark.parametrize("backend", ["triton", "cuda"])
 @pytest.mark.parametrize("head", ["detailer", "dit"])
 def test_kernel_model_matches_reference(kernel_device, backend, head):
-    if backend == "cuda" and (kernel_device.type != "cuda" or extension() is None):
-        pytest.skip("the CUDA extension needs a CUDA device")
+    if backend == "cuda" and not cuda_kernels_run_on(kernel_device):
+        pytest.skip("the CUDA extension needs a CUDA device (or its emulator)")
     torch.manual_seed(0)
     model = tiny_model(head=head, kernels=backend).to(kernel_device)
     report = model.kernel_report(kernel_device.type)
-    want = TRITON_OPS if backend == "triton" else CUDA_OPS  # conftest interprets Triton without a GPU
+    want = TRITON_OPS if backend == "triton" else CUDA_OPS  # conftest interprets/emulates without a GPU
     assert {op for op, b in report.items() if b == backend} == want
     x, t, y = model_inputs(model, device=kernel_device)
     grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(1)).to(kernel_device)

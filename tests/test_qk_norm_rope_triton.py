@@ -58,7 +58,7 @@ def test_errors():
 
 
 @interpreted_only
-def test_opcheck():
+def test_opcheck(real_cuda_extension):
     cos, sin = rope_2d_table(8, 2, 2)
     torch.library.opcheck(tri_b.qk_norm_rope_fwd, (inputs(2, 4, 48), inputs(8, seed=1), inputs(8, seed=2), cos, sin,
                                                    2, 1e-6, torch.float32, "triton"))
