@@ -59,7 +59,7 @@ def test_block_boundary(kernel_device, kernels, dtype, norm, with_res):
     check(kernel_device, dtype, B=2, T=7, D=72, norm=norm, with_res=with_res, ops=kernels)
 
 
-@pytest.mark.parametrize("B,T,D", [(1, 5, 37), (3, 3, 144), (1, 1, 160)])
+@pytest.mark.parametrize("B,T,D", [(1, 5, 37), (3, 3, 144), (1, 1, 160), (1, 2, 4104)])  # 4104: > 1024 vectors
 def test_odd_shapes(kernel_device, kernels, B, T, D):
     check(kernel_device, torch.float32, B, T, D, "rms", True, ops=kernels)
 

@@ -35,7 +35,7 @@ def context_kernels(request, kernel_device):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("B,T,D", [(2, 7, 72), (1, 5, 37)])
+@pytest.mark.parametrize("B,T,D", [(2, 7, 72), (1, 5, 37), (1, 3, 2056)])  # 2056 bf16: > 256 vectors per thread
 def test_final_context(kernel_device, context_kernels, dtype, B, T, D):
     x = inputs(B, T, D, dtype=dtype, device=kernel_device, requires_grad=True)
     br = inputs(B, T, D, dtype=dtype, device=kernel_device, seed=1, requires_grad=True)

@@ -21,7 +21,8 @@ def rope_kernels(request, kernel_device):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("B,gh,gw,H,hd", [(2, 3, 3, 2, 72), (1, 1, 5, 3, 8), (1, 4, 5, 1, 20)])
+@pytest.mark.parametrize("B,gh,gw,H,hd", [(2, 3, 3, 2, 72), (1, 1, 5, 3, 8), (1, 4, 5, 1, 20),
+                                           (1, 1, 2, 1, 264)])  # 264: lanes loop over the head
 def test_qk_norm_rope(kernel_device, rope_kernels, dtype, B, gh, gw, H, hd):
     T = gh * gw
     qkv = inputs(B, T, 3 * H * hd, dtype=dtype, device=kernel_device, requires_grad=True)
