@@ -5,6 +5,8 @@ Environment:
   DIP_CUDA_ARCHS   semicolon list of targets, default "sm_80;sm_90a;compute_90" (compute_XX embeds PTX;
                    sm_90a PTX does not carry forward, hence the separate compute_90).
   DIP_SKIP_CUDA=1  install without the extension.
+  DIP_SKIP_CUDA_EMULATION=1  install without the emulated twin (also skipped, saying so, without a C++20
+                   host compiler).
   CUDA_HOME        toolkit location (else nvcc on PATH).
 The extension links the CUDA runtime statically and nothing from torch (kernels.md §6), so it builds with nvcc
 alone, under build isolation, against any torch version. Sources compile in parallel.
@@ -12,8 +14,8 @@ alone, under build isolation, against any torch version. Sources compile in para
 import os
 import shutil
 import subprocess
-
 import sysconfig
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -84,6 +86,15 @@ class NvccBuildExt(build_ext):
         return None
 
 
+def host_cxx20(nvcc: str) -> bool:
+    """Whether nvcc's host compiler builds C++20 with <barrier> (what the emulator needs)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "probe.cpp"
+        src.write_text("#include <barrier>\nint main() { std::barrier<> b(1); b.arrive_and_wait(); }\n")
+        probe = [nvcc, "-x", "c++", "-std=c++20", "-c", str(src), "-o", str(Path(tmp) / "probe.o")]
+        return subprocess.run(probe, capture_output=True).returncode == 0
+
+
 def cuda_extensions():
     """[the CUDA extension] when nvcc is found and DIP_SKIP_CUDA is not 1, else [] (saying why)."""
     why = "DIP_SKIP_CUDA=1" if os.environ.get("DIP_SKIP_CUDA") == "1" else \
@@ -94,7 +105,15 @@ def cuda_extensions():
         return []
     sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").glob("*.c*") if p.suffix in (".cu", ".cpp"))
     exts = []
-    for name, emulated in (("dip_kernels._cuda", False), ("dip_kernels._cuda_emulated", True)):
+    variants = [("dip_kernels._cuda", False)]
+    if os.environ.get("DIP_SKIP_CUDA_EMULATION") == "1":
+        pass
+    elif host_cxx20(find_nvcc()):
+        variants.append(("dip_kernels._cuda_emulated", True))
+    else:
+        print("dip: building without the emulated twin dip_kernels._cuda_emulated: the host compiler lacks C++20 "
+              "<barrier>; only the tests without a GPU use it")
+    for name, emulated in variants:
         ext = Extension(name, sources=sources)
         ext.is_cuda, ext.emulated = True, emulated
         exts.append(ext)

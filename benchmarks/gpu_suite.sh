@@ -16,6 +16,7 @@ if [ "${1:-}" = "--out" ]; then DIR="$2"; shift 2; fi
 TIERS="${*:-smoke kernels ops head model}"
 mkdir -p "$DIR"
 export DIP_CUDA_ARCHS="${DIP_CUDA_ARCHS:-sm_90a}"
+export DIP_SKIP_CUDA_EMULATION=1  # the host-emulated twin is for machines without a GPU
 export PYTHONUNBUFFERED=1
 
 step() {  # step NAME SECONDS CMD...: run CMD with a timeout, log to DIR/NAME.log, record rc and time
