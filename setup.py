@@ -96,7 +96,8 @@ def host_cxx20(nvcc: str) -> bool:
 
 
 def cuda_extensions():
-    """[the CUDA extension] when nvcc is found and DIP_SKIP_CUDA is not 1, else [] (saying why)."""
+    """[the CUDA extension, its emulated twin] when nvcc is found and DIP_SKIP_CUDA is not 1, else [] (saying
+    why)."""
     why = "DIP_SKIP_CUDA=1" if os.environ.get("DIP_SKIP_CUDA") == "1" else \
         None if find_nvcc() else "nvcc not found (set CUDA_HOME or put nvcc on PATH)"
     if why:
@@ -104,15 +105,14 @@ def cuda_extensions():
               f"still work")
         return []
     sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").glob("*.c*") if p.suffix in (".cu", ".cpp"))
-    exts = []
     variants = [("dip_kernels._cuda", False)]
-    if os.environ.get("DIP_SKIP_CUDA_EMULATION") == "1":
-        pass
-    elif host_cxx20(find_nvcc()):
-        variants.append(("dip_kernels._cuda_emulated", True))
-    else:
-        print("dip: building without the emulated twin dip_kernels._cuda_emulated: the host compiler lacks C++20 "
-              "<barrier>; only the tests without a GPU use it")
+    if os.environ.get("DIP_SKIP_CUDA_EMULATION") != "1":
+        if host_cxx20(find_nvcc()):
+            variants.append(("dip_kernels._cuda_emulated", True))
+        else:
+            print("dip: building without the emulated twin dip_kernels._cuda_emulated: the host compiler lacks "
+                  "C++20 <barrier>; only the tests without a GPU use it")
+    exts = []
     for name, emulated in variants:
         ext = Extension(name, sources=sources)
         ext.is_cuda, ext.emulated = True, emulated
