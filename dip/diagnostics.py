@@ -1,8 +1,9 @@
 """Patch diagnostics: what the Detailer head buys (features.md: "Asked for" 6).
 
 - ``seam_score``: mean absolute difference between neighbouring pixels that straddle a patch border, over the
-  same quantity inside patches (rows and columns pooled). 1 for images without a patch-period structure; large
-  patch models without a detailer show values above 1 (visible seams).
+  same quantity inside patches (rows and columns pooled), minus 1: ~0 for images without a patch-period
+  structure, positive where the patch grid shows (large-patch models without a detailer: visible seams), very
+  large for patch-constant tiles.
 - ``radial_spectrum``: radially averaged power spectrum (mean |FFT|² per integer radius of the centred 2-D FFT,
   channels averaged), and ``high_frequency_ratio``: the energy above a cut-off radius of generated images over
   that of reference images (below 1: blurrier than the data).
@@ -41,13 +42,13 @@ def seam_terms(images: torch.Tensor, patch_size: int) -> torch.Tensor:
 
 
 def seam_from_terms(terms: torch.Tensor) -> float:
-    """Mean border difference over mean in-patch difference from (possibly summed) ``seam_terms``."""
+    """Mean border difference over mean in-patch difference, minus 1, from (possibly summed) ``seam_terms``."""
     border, n_border, inside, n_inside = terms.tolist()
-    return (border / n_border) / max(inside / max(n_inside, 1.0), 1e-12)
+    return (border / n_border) / max(inside / max(n_inside, 1.0), 1e-12) - 1
 
 
 def seam_score(images: torch.Tensor, patch_size: int) -> float:
-    """Border-crossing over in-patch neighbour differences for (N, C, H, W) images (1 = no seams)."""
+    """Border-crossing over in-patch neighbour differences, minus 1, for (N, C, H, W) images (0 = no seams)."""
     return seam_from_terms(seam_terms(images, patch_size))
 
 
