@@ -32,7 +32,7 @@ from tqdm import tqdm
 from .diagnostics import plot_spectra, radial_spectrum, seam_from_terms, seam_terms, spectrum_ratio
 from .image_sources import ImageStream, npz_keys, open_images
 from .inception import InceptionFeatures
-from .metrics import RunningMoments, frechet_distance, inception_score, precision_recall
+from .metrics import NEIGHBOURS, RunningMoments, frechet_distance, inception_score, precision_recall
 from .sample import SamplingSettings, add_sampling_args, generate, load_model, settings_from_args
 from .train import init_distributed
 
@@ -152,11 +152,13 @@ def compare(gen: dict, ref: dict, device="cpu") -> dict:
     else:
         out["inception_score"] = _metric(None, n, reason="needs the Inception logits weights: pass "
                                          "--inception-logits pt_inception-2015-12-05-6726825d.pth")
-    if "pool" in ref:
+    reason = None if "pool" in ref else "the reference statistics hold no pool features (give reference images)"
+    if reason is None and min(n, len(ref["pool"])) <= NEIGHBOURS:
+        reason = f"{NEIGHBOURS}-NN manifolds need more than {NEIGHBOURS} images on each side"
+    if reason is None:
         precision, recall = precision_recall(ref["pool"].to(device), gen["pool"].to(device))
         out["precision"], out["recall"] = _metric(precision, n, len(ref["pool"])), _metric(recall, n, len(ref["pool"]))
     else:
-        reason = "the reference statistics hold no pool features (give reference images)"
         out["precision"], out["recall"] = _metric(None, n, reason=reason), _metric(None, n, reason=reason)
     out["seam_score"] = {"generated": seam_from_terms(gen["seam"]), "patch_size": gen["patch_size"], "images": n}
     if "seam" in ref and int(ref.get("patch_size", gen["patch_size"])) == gen["patch_size"]:
