@@ -176,7 +176,8 @@ def sweep_settings(base: SamplingSettings, sweep: list) -> list:
         key, _, values = item.partition("=")
         if key not in SWEEP_KEYS or not values:
             raise ValueError(f"--sweep items are key=v1,v2,… with key in {', '.join(SWEEP_KEYS)}; got {item!r}")
-        parse = {"steps": int, "method": str, "interval": lambda v: tuple(float(x) for x in v.split(":"))}.get(key, float)
+        parse = {"steps": int, "method": str,
+                 "interval": lambda v: tuple(float(x) for x in v.split(":"))}.get(key, float)
         axes.append([(SWEEP_KEYS[key], parse(v)) for v in values.split(",")])
     return [replace(base, **dict(combo)) for combo in itertools.product(*axes)] or [base]
 

@@ -58,8 +58,8 @@ class GraphedEulerSampler:
     def _step(self) -> None:
         """x ← x + Δt·(v_u + w·(v_c − v_u)) on the buffers; allocation-free apart from the graph's pool."""
         x = torch.cat([self.x, self.x]) if self.guided else self.x  # [unconditional, conditional]
-        with torch.autocast(self.x.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None,
-                            cache_enabled=False):
+        with torch.autocast(self.x.device.type, dtype=self.autocast or torch.bfloat16,
+                            enabled=self.autocast is not None, cache_enabled=False):
             v = self.model(x, self.t, self.labels).float()
         if self.guided:
             v_u, v_c = v.chunk(2)

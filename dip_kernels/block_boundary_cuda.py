@@ -3,7 +3,6 @@
 ``cuda`` backend. One activation dtype per call (fp32, fp16 or bf16) and an fp32 weight."""
 from __future__ import annotations
 
-import torch
 
 from .block_boundary_triton import run
 from .cuda_ext import DTYPE_CODES, extension, pointer as _ptr, require, stream_of

@@ -3,7 +3,6 @@
 backend. One activation dtype per call."""
 from __future__ import annotations
 
-import torch
 
 from .cuda_ext import DTYPE_CODES, extension, require, stream_of
 from .final_context_triton import run
