@@ -32,8 +32,8 @@ def test_stem(cuda_kernel_device, dtype, P):
     w = (inputs(C, 3, 3, 3, device=dev, seed=1) / 27 ** 0.5).requires_grad_()
     b = (0.1 * inputs(C, device=dev, seed=2)).requires_grad_()
     compare(dev, dtype, lambda i, w, b: cuda_d.detailer_stem(i, P, w, b),
-            lambda i, w, b: ref_d.detailer_stem(i, P, w, b), [img, w, b], [(N, C, P, P), (N, C, P // 2, P // 2)], ["skip", "pooled", "dweight", "dbias"],
-            [27, 27, N * P * P, N * P * P])
+            lambda i, w, b: ref_d.detailer_stem(i, P, w, b), [img, w, b], [(N, C, P, P), (N, C, P // 2, P // 2)],
+            ["skip", "pooled", "dweight", "dbias"], [27, 27, N * P * P, N * P * P])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
