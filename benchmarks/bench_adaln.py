@@ -2,9 +2,10 @@
 
 For each op at DiP-XL/16 shapes (T=256 tokens, D=1152, 16 heads of 72, SwiGLU hidden 3072) and each batch:
 forward, backward, forward+backward, with the eager reference, torch.compile(dynamic=False) of the reference and
-every kernel backend that can run here, side by side in one run. Reports ms, effective GB/s (the bytes the op
-must move, listed in OPS, over the time) as a share of a device copy measured in the same run, and the speed-up
-over eager and over torch.compile; writes JSON.
+every kernel backend that can run here, side by side in one run (forwards at small batch also replayed from a
+CUDA graph, kernels.md §7). Reports ms, effective GB/s (the bytes the op must move, listed in OPS, over the time)
+as a share of a device copy measured in the same run, and the speed-up over eager and over torch.compile; writes
+JSON.
 
 The eager reference reproduces the authors' bf16 chain (its RMSNorm+modulate output is fp32); the fused ops
 emit the activation dtype. Inputs are bf16 activations with fp32 weights, timed under bf16 autocast as in
@@ -31,6 +32,9 @@ from dip_kernels.qk_norm_rope import rope_2d_table  # noqa: E402
 def _act(shape, dtype, device, seed):
     g = torch.Generator().manual_seed(seed)
     return (0.5 + torch.randn(shape, generator=g)).to(device, dtype).requires_grad_()
+
+
+GRAPH_BATCH = 32  # forward rows up to this batch also get a CUDA-graph timing (small shapes: launch-bound)
 
 
 def make_case(op, B, T, D, H, hidden, dtype, device):
@@ -104,15 +108,16 @@ def main(argv=None):
         for op in args.ops.split(","):
             case_args, bytes_fwd, bytes_bwd, grad_shapes = make_case(op, B, T, D, H, hidden, dtype, device)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):  # as in training
-                times = {label: time_autograd(fn, case_args, device, reps, grad_shapes)
+                times = {label: time_autograd(fn, case_args, device, reps, grad_shapes, graph=B <= GRAPH_BATCH)
                          for label, fn in implementations(op, device).items()}
             for mode, nbytes in (("fwd", bytes_fwd), ("bwd", bytes_bwd), ("fwd+bwd", bytes_fwd + bytes_bwd)):
                 for label, t in times.items():
                     gbps = nbytes / (t[mode] * 1e-3) / 1e9
                     rows.append({"op": op, "batch": B, "mode": mode, "impl": label, "ms": t[mode], "GB/s": gbps,
                                  "%copy": 100 * gbps / copy, "vs eager": times["eager"][mode] / t[mode],
-                                 "vs compile": times["compile"][mode] / t[mode]})
-    print_table(rows, ["op", "batch", "mode", "impl", "ms", "GB/s", "%copy", "vs eager", "vs compile"])
+                                 "vs compile": times["compile"][mode] / t[mode],
+                                 "graph ms": t.get("fwd graph") if mode == "fwd" else None})
+    print_table(rows, ["op", "batch", "mode", "impl", "ms", "graph ms", "GB/s", "%copy", "vs eager", "vs compile"])
     if not cuda:
         print("(CPU numbers at tiny shapes: they exercise the script; absolute times only count on a GPU)")
     write_json(args.out, {"benchmark": "adaln_fused_ops", "shapes": {"T": T, "D": D, "heads": H, "hidden": hidden},

@@ -35,9 +35,24 @@ def time_ms(fn, device: torch.device, reps: int = 20) -> float:
     return statistics.median(samples)
 
 
-def time_autograd(fn, args, device: torch.device, reps: int, grad_shapes=None) -> dict:
+def time_graph_ms(fn, device: torch.device) -> float | None:
+    """Median ms per call of ``fn`` replayed from a CUDA graph (launch overhead removed: what a captured sampling
+    step sees), via triton's do_bench_cudagraph; None on CPU or when ``fn`` cannot be captured."""
+    if device.type != "cuda":
+        return None
+    from triton.testing import do_bench_cudagraph
+
+    try:
+        return float(do_bench_cudagraph(fn, rep=100, return_mode="median"))
+    except Exception as err:  # e.g. an op that synchronises: report, do not abort the table
+        print(f"(no CUDA-graph timing: {type(err).__name__}: {err})")
+        return None
+
+
+def time_autograd(fn, args, device: torch.device, reps: int, grad_shapes=None, graph: bool = False) -> dict:
     """Median ms of fn(*args) forward (no grad), backward alone (on a kept graph) and forward+backward, with
-    gradients w.r.t. every tensor argument that requires grad (views included)."""
+    gradients w.r.t. every tensor argument that requires grad (views included); with ``graph`` also the forward
+    replayed from a CUDA graph ("fwd graph")."""
     leaves = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
 
     def outputs():
@@ -55,8 +70,11 @@ def time_autograd(fn, args, device: torch.device, reps: int, grad_shapes=None) -
     def backward(outs):
         torch.autograd.grad(outs, leaves, grads, retain_graph=True)
 
-    return {"fwd": time_ms(fwd, device, reps), "bwd": time_ms(lambda: backward(kept), device, reps),
-            "fwd+bwd": time_ms(lambda: backward(outputs()), device, reps)}
+    times = {"fwd": time_ms(fwd, device, reps), "bwd": time_ms(lambda: backward(kept), device, reps),
+             "fwd+bwd": time_ms(lambda: backward(outputs()), device, reps)}
+    if graph:
+        times["fwd graph"] = time_graph_ms(fwd, device)
+    return times
 
 
 def gemm_tflops(device: torch.device, dtype: torch.dtype) -> float:
