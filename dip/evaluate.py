@@ -98,13 +98,15 @@ def save_statistics(stats: dict, path) -> Path:
 
 
 def load_statistics(path) -> dict:
-    """A statistics .npz (ours, or any with the ADM keys mu, sigma, mu_s, sigma_s)."""
+    """The statistics in an .npz (ours, or any with the ADM keys mu, sigma, mu_s, sigma_s); image and label arrays
+    (arr_0, arr_1 of an ADM reference batch) are not read."""
     with np.load(path) as data:
         missing = [k for k in ADM_STATS if k not in data]
         if missing:
             raise ValueError(f"{path} is not a statistics file: missing {', '.join(missing)} (expected the keys "
                              f"{', '.join(ADM_STATS)}, or images in arr_0)")
-        return {k: torch.from_numpy(data[k]) if data[k].ndim else data[k].item() for k in data.files}
+        keys = [k for k in data.files if k not in ("arr_0", "arr_1")]
+        return {k: torch.from_numpy(data[k]) if data[k].ndim else data[k].item() for k in keys}
 
 
 def _npz_keys(spec: str) -> list:

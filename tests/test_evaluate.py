@@ -120,3 +120,20 @@ def test_bad_sources_raise_clear_errors(tmp_path):
         from dip.sample import SamplingSettings
 
         sweep_settings(SamplingSettings(steps=2, cfg_scale=1.0, interval=(0, 1)), ["guidance=2"])
+
+
+@needs_inception
+def test_an_adm_reference_batch_uses_its_stored_statistics(digits_npz, tmp_path):
+    npz, images = digits_npz
+    first = evaluate(["--samples", str(npz), "--ref", str(npz), "--save-ref-stats", str(tmp_path / "stats.npz"),
+                      "--device", "cpu", "--patch-size", "8", "--out", str(tmp_path / "a")])
+    stats = np.load(tmp_path / "stats.npz")
+    adm = tmp_path / "adm_ref.npz"  # the ADM layout: images in arr_0 plus precomputed μ/Σ (here μ shifted by 1)
+    np.savez(adm, arr_0=images.permute(0, 2, 3, 1).numpy(), mu=stats["mu"] + 1.0, sigma=stats["sigma"],
+             mu_s=stats["mu_s"], sigma_s=stats["sigma_s"])
+    second = evaluate(["--samples", str(npz), "--ref", str(adm), "--device", "cpu", "--patch-size", "8",
+                       "--out", str(tmp_path / "b")])
+    m1, m2 = first["runs"][0]["metrics"], second["runs"][0]["metrics"]
+    assert m2["fid"]["value"] == pytest.approx(m1["fid"]["value"] + 2048, abs=1e-6)  # ‖Δμ‖² = 2048 · 1²
+    assert m2["sfid"]["value"] == pytest.approx(m1["sfid"]["value"], abs=1e-9)
+    assert m2["precision"]["value"] == 1.0  # precision/recall still come from the batch's images
