@@ -10,6 +10,7 @@
 // alignment decisions, barriers and reductions are the real code's.
 #pragma once
 
+#include <algorithm>
 #include <barrier>
 #include <cmath>
 #include <cstdint>

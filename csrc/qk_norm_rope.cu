@@ -17,6 +17,19 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+// 1/sqrt(mean(x²) + eps) over one head's hd values, each lane reading V at a time; every lane gets it.
+template <int V, typename T>
+__device__ __forceinline__ float head_rstd(const T* __restrict__ in, int lane, int hd, float eps) {
+  float ss = 0.f;
+  for (int e0 = lane * V; e0 < hd; e0 += 32 * V) {
+    float x[V];
+    load_vec<V>(in + e0, x);
+#pragma unroll
+    for (int e = 0; e < V; ++e) ss += x[e] * x[e];
+  }
+  return rsqrtf(warp_sum(ss) / hd + eps);
+}
+
 // Lane l handles V consecutive elements = V/2 rotated pairs starting at pair i = l·V/2, then i + 32·V/2, … .
 template <typename T, int V>
 __global__ void qk_norm_rope_fwd_kernel(const T* __restrict__ qkv, const float* __restrict__ qw,
@@ -37,14 +50,7 @@ __global__ void qk_norm_rope_fwd_kernel(const T* __restrict__ qkv, const float* 
       const T* in = src + part * D;
       const float* w = part ? kw : qw;
       T* out = part ? k : q;
-      float ss = 0.f;
-      for (int i = lane * PAIRS; i < half; i += 32 * PAIRS) {
-        float x[V];
-        load_vec<V>(in + 2 * i, x);
-#pragma unroll
-        for (int e = 0; e < V; ++e) ss += x[e] * x[e];
-      }
-      const float rstd = rsqrtf(warp_sum(ss) / hd + eps);
+      const float rstd = head_rstd<V>(in, lane, hd, eps);
       for (int i = lane * PAIRS; i < half; i += 32 * PAIRS) {
         float x[V], wv[V], c[PAIRS], s[PAIRS];
         load_vec<V>(in + 2 * i, x);
@@ -91,14 +97,7 @@ __global__ void qk_norm_rope_bwd_kernel(const T* __restrict__ dq, const T* __res
       const T* in = qkv + off + part * D;
       const T* grad = part ? dk : dq;
       const float* w = part ? kw : qw;
-      float ss = 0.f;
-      for (int i = lane * PAIRS; i < half; i += 32 * PAIRS) {
-        float x[V];
-        load_vec<V>(in + 2 * i, x);
-#pragma unroll
-        for (int e = 0; e < V; ++e) ss += x[e] * x[e];
-      }
-      const float rstd = rsqrtf(warp_sum(ss) / hd + eps);
+      const float rstd = head_rstd<V>(in, lane, hd, eps);
       float proj = 0.f;
       for (int i = lane * PAIRS; i < half; i += 32 * PAIRS) {
         float x[V], gr[V], wv[V], a[V], c[PAIRS], s[PAIRS];

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .checkpoint import atomic_write
 from .diagnostics import plot_spectra, radial_spectrum, seam_from_terms, seam_terms, spectrum_ratio
 from .image_sources import ImageStream, npz_keys, open_images
 from .inception import InceptionFeatures
@@ -88,12 +88,14 @@ class FeatureSet:
 def save_statistics(stats: dict, path) -> Path:
     """Reference statistics as an .npz (ADM names for μ/Σ; pool features as float32); atomic."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {k: np.asarray(v.numpy() if torch.is_tensor(v) else v) for k, v in stats.items() if k != "probs"}
     arrays["pool"] = arrays["pool"].astype(np.float32)
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+
+    def write(tmp):
+        with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a path
+            np.savez(f, **arrays)
+
+    atomic_write(path, write)
     return path
 
 
@@ -291,9 +293,7 @@ def main(argv=None) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         if len(spectra) > 1:
             report["spectra_png"] = str(plot_spectra(spectra, out / "spectra.png"))
-        tmp = out / ".metrics.json.tmp"
-        tmp.write_text(json.dumps(report, indent=2))
-        os.replace(tmp, out / "metrics.json")
+        atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
         print(f"wrote {out / 'metrics.json'}")
     return report
 

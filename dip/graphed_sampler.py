@@ -88,7 +88,7 @@ class GraphedEulerSampler:
                              f"got {tuple(noise.shape)}")
         self.x.zero_()
         self.x[:b].copy_(noise)
-        self.labels[-self.batch:-self.batch + b or None].copy_(y)  # the conditional half (padding rows: any label)
+        self.labels[-self.batch:][:b].copy_(y)  # the conditional half (padding rows: any label)
         grid = time_points(steps, shift)
         for i in range(steps):
             t = grid[i]

@@ -99,10 +99,6 @@ class InceptionFeatures(nn.Module):
         self.head = load_logits_head(logits) if logits else None
         self.to(device)
 
-    @property
-    def has_logits(self) -> bool:
-        return self.head is not None
-
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> dict:
         if images.ndim != 4 or images.shape[1] != 3:
