@@ -138,7 +138,7 @@ setup(
         "safetensors>=0.4",
     ],
     extras_require={
-        "test": ["pytest>=7", "scikit-learn>=1.2", "scikit-image>=0.21"],
+        "test": ["pytest>=7", "scikit-learn>=1.2", "scikit-image>=0.21", "hypothesis"],
         "demo": ["scikit-learn>=1.2", "scikit-image>=0.21"],
         "tensorboard": ["tensorboard>=2.10"],
         "flash": ["flash-attn>=2"],

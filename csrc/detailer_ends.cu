@@ -58,7 +58,8 @@ __global__ void stem_fwd_kernel(const T* __restrict__ img, Image im, const float
         pre[pix * C + co] = from_float<T>(z);
         const float a = z / (1.f + __expf(-z));
         skip[pix * C + co] = from_float<T>(a);
-        if (a > best) {  // the first maximum in window order, decided on fp32 values
+        // the first maximum in window order, decided on fp32 values; a NaN is the maximum (as PyTorch)
+        if (a > best || (a != a && best == best)) {  // a != a: NaN
           best = a;
           first = sub;
         }

@@ -5,6 +5,11 @@ guidance over a guidance interval.
     x_t = t·x + (1 − t)·ε,   v = x − ε,   loss = mean ‖model(x_t, t, y) − v‖²          (§6)
     grid: t_i = i/N for i < N, t_N = 1; optional shift t ↦ t / (t + s·(1 − t))         (§7)
     guided v = v_u + w·(v_c − v_u) inside the interval, v_c outside (both halves evaluated unless skip_uncond)
+
+Whether step i is inside the guidance interval is decided, by default, the authors' way: on the float32 grid
+(a float32 linspace, then the shift formula, in float32) compared with the bounds in float32 (``rule="float32"``).
+``rule="exact"`` decides on the exact times i/N instead; the two differ at some (N, bound) pairs, e.g. N = 25 with
+high = 0.4, where the float32 t_10 is 0.39999998 (docs/model.md, "Sampling").
 """
 from __future__ import annotations
 
@@ -66,35 +71,54 @@ def guided_velocity(model: Model, x: torch.Tensor, t: float, y: torch.Tensor, nu
     return v_u + cfg_scale * (v_c - v_u) if guide else v_c
 
 
+INTERVAL_RULES = ("float32", "exact")
+
+
 def in_interval(t: float, interval: tuple, inclusive_high: bool) -> bool:
     """Whether guidance applies at t: low < t < high (Euler) or low < t ≤ high (Heun's decision), §7."""
     low, high = interval
     return low < t and (t <= high if inclusive_high else t < high)
 
 
+def guided_steps(steps: int, interval: tuple, *, shift: float = 1.0, inclusive_high: bool = False,
+                 rule: str = "float32") -> list:
+    """For each step i < N, whether guidance applies at t_i (§7; the rule is in the module doc)."""
+    if rule not in INTERVAL_RULES:
+        raise ValueError(f"interval rule must be one of {INTERVAL_RULES}, got {rule!r}")
+    if rule == "exact":
+        return [in_interval(t, interval, inclusive_high) for t in time_points(steps, shift)[:-1]]
+    low, high = interval
+    t = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float32)
+    t = t / (t + shift * (1 - t))  # float32 throughout; Python bounds compare in float32
+    inside = (t > low) & ((t <= high) if inclusive_high else (t < high))
+    return inside[:-1].tolist()
+
+
 @torch.no_grad()
 def sample(model: Model, noise: torch.Tensor, y: torch.Tensor, *, null_label: int, steps: int = 100,
            cfg_scale: float = 1.0, interval: tuple = (0.0, 1.0), shift: float = 1.0, method: str = "euler",
            skip_uncond: bool = False, sde_scale: float = 1.0, generator: torch.Generator | None = None,
-           progress: Callable | None = None) -> torch.Tensor:
+           progress: Callable | None = None, interval_rule: str = "float32") -> torch.Tensor:
     """Integrate from t = 0 (``noise``) to t = 1 (§7). ``method``:
 
     - ``euler``: N evaluations; guidance while low < t_i < high (strict).
     - ``heun``: predictor at t_i, corrector at t_{i+1}, averaged; the guidance decision is made at t_i with
       low < t_i ≤ high and reused for the corrector; the last step is plain Euler: 2N − 1 evaluations.
+      ``interval_rule`` picks how "inside the interval" is decided (module doc).
     - ``sde``: Euler–Maruyama on dx = [v − λ(x − t·v)] dt + √(2λ(1 − t)) dW, which has the ODE's marginals
       (the score of x_t is −(x − t·v)/(1 − t)); λ = ``sde_scale``; the last step adds no noise.
     """
     if method not in ("euler", "heun", "sde"):
         raise ValueError(f"method must be 'euler', 'heun' or 'sde', got {method!r}")
     grid = time_points(steps, shift)
+    guided = guided_steps(steps, interval, shift=shift, inclusive_high=method == "heun", rule=interval_rule)
     x = noise.float()
     steps_iter = range(steps) if progress is None else progress(range(steps))
     for i in steps_iter:
         t, t_next = grid[i], grid[i + 1]
         dt = t_next - t
         if method == "heun":
-            guide = in_interval(t, interval, inclusive_high=True)
+            guide = guided[i]
             v = guided_velocity(model, x, t, y, null_label, cfg_scale, guide, skip_uncond).float()
             if i < steps - 1:
                 x_pred = x + dt * v
@@ -102,7 +126,7 @@ def sample(model: Model, noise: torch.Tensor, y: torch.Tensor, *, null_label: in
                 v = 0.5 * (v + v_next)
             x = x + dt * v
             continue
-        guide = in_interval(t, interval, inclusive_high=False)
+        guide = guided[i]
         v = guided_velocity(model, x, t, y, null_label, cfg_scale, guide, skip_uncond).float()
         if method == "sde" and i < steps - 1:
             drift = v - sde_scale * (x - t * v)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .diffusion import in_interval, time_points
+from .diffusion import guided_steps, time_points
 
 AUTOCAST_LAYERS = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)
 
@@ -81,7 +81,7 @@ class GraphedEulerSampler:
 
     @torch.no_grad()
     def __call__(self, noise: torch.Tensor, y: torch.Tensor, *, steps: int, interval: tuple = (0.0, 1.0),
-                 shift: float = 1.0) -> torch.Tensor:
+                 shift: float = 1.0, interval_rule: str = "float32") -> torch.Tensor:
         b = noise.shape[0]
         if not 1 <= b <= self.batch or tuple(noise.shape[1:]) != tuple(self.x.shape[1:]):
             raise ValueError(f"noise must be (1…{self.batch}, {', '.join(map(str, self.x.shape[1:]))}), "
@@ -90,11 +90,12 @@ class GraphedEulerSampler:
         self.x[:b].copy_(noise)
         self.labels[-self.batch:][:b].copy_(y)  # the conditional half (padding rows: any label)
         grid = time_points(steps, shift)
+        guided = guided_steps(steps, interval, shift=shift, rule=interval_rule)
         for i in range(steps):
             t = grid[i]
             self.t.fill_(t)
             self.dt.fill_(grid[i + 1] - t)
-            self.scale.fill_(self.cfg_scale if in_interval(t, interval, inclusive_high=False) else 1.0)
+            self.scale.fill_(self.cfg_scale if guided[i] else 1.0)
             if self.graph is None:
                 self._step()
             else:

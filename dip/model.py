@@ -43,7 +43,7 @@ class DiP(nn.Module):
                  rope_span: float = 16.0,          # token grid coordinates span [0, rope_span]
                  time_max_period: float = 10.0,
                  eps: float = 1e-6,
-                 kernels: str | None = None,       # None: dip_kernels.get_backend() ($DIP_KERNELS, else "auto")
+                 kernels=None,                     # backend name or {op: backend}; None: dip_kernels.get_backend() ($DIP_KERNELS, else "auto")
                  gradient_checkpointing: bool = False,
                  merged_projections: bool = False):  # W1|W3 and all adaLN Linears as single GEMMs (same checkpoints)
         super().__init__()
@@ -114,8 +114,9 @@ class DiP(nn.Module):
         nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
 
     # ------------------------------------------------------------------------------------------ kernels
-    def set_kernels(self, backend: str | None) -> None:
-        """Choose the ops backend: ``torch``, ``triton``, ``cuda``, ``auto`` or None (the process default)."""
+    def set_kernels(self, backend) -> None:
+        """Choose the ops backend: ``torch``, ``triton``, ``cuda``, ``auto``, None (the process default) or a mixed
+        table ``{op: backend}`` (``dip_kernels.KernelTable``)."""
         self.kernels = KernelTable(backend)
 
     def kernel_report(self, device_type: str | None = None) -> dict:

@@ -23,7 +23,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from .checkpoint import is_training_checkpoint, read_file, weights_of
-from .diffusion import sample, to_uint8
+from .diffusion import INTERVAL_RULES, sample, to_uint8
 from .graphed_sampler import GraphedEulerSampler, store_autocast_weights
 from .images import save_grid, save_npz
 from .presets import PRESETS, create_model, recipe
@@ -72,6 +72,7 @@ class SamplingSettings:
     seed: int = 0
     precision: str = "fp32"
     graph: bool = False
+    interval_rule: str = "float32"
 
     def describe(self) -> dict:
         return {**asdict(self), "interval": list(self.interval)}
@@ -85,6 +86,8 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
     a("--steps", type=int, help="default: the preset's recipe")
     a("--cfg", type=float, help="guidance scale (default: the recipe's)")
     a("--interval", type=float, nargs=2, help="guidance interval low high (default: the recipe's)")
+    a("--interval-rule", default="float32", choices=list(INTERVAL_RULES),
+      help="float32: decide 'inside the interval' on the float32 time grid, as the authors do; exact: on i/N")
     a("--method", default="euler", choices=["euler", "heun", "sde"])
     a("--shift", type=float, default=1.0, help="timestep shift")
     a("--skip-uncond", action="store_true", help="skip the unconditional half outside the guidance interval")
@@ -112,7 +115,7 @@ def settings_from_args(args, model, device: torch.device) -> SamplingSettings:
                             interval=tuple(args.interval) if args.interval else r.guidance_interval,
                             method=args.method, shift=args.shift, skip_uncond=args.skip_uncond, seed=args.seed,
                             precision=args.precision or ("bf16" if device.type == "cuda" else "fp32"),
-                            graph=args.graph)
+                            graph=args.graph, interval_rule=args.interval_rule)
 
 
 def class_balanced_labels(indices: list, num_classes: int, device) -> torch.Tensor:
@@ -140,12 +143,13 @@ def generate(model, indices: list, settings: SamplingSettings, *, batch: int, pr
         y = class_balanced_labels(idx, K, device)
         noise = sample_noise(settings.seed, idx, shape).to(device)
         if graphed is not None:
-            x = graphed(noise, y, steps=settings.steps, interval=settings.interval, shift=settings.shift)
+            x = graphed(noise, y, steps=settings.steps, interval=settings.interval, shift=settings.shift,
+                        interval_rule=settings.interval_rule)
         else:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype is not None):
                 x = sample(model, noise, y, null_label=K, steps=settings.steps, cfg_scale=cfg_scale,
                            interval=settings.interval, shift=settings.shift, method=settings.method,
-                           skip_uncond=settings.skip_uncond,
+                           skip_uncond=settings.skip_uncond, interval_rule=settings.interval_rule,
                            generator=torch.Generator().manual_seed(settings.seed + idx[0]))
         yield to_uint8(x).cpu(), y.cpu()
 

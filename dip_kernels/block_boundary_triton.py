@@ -26,7 +26,7 @@ import triton.language as tl
 from .cuda_ext import check_device
 from .registry import register
 from .triton_support import (activation_dtype, block_size, cast_to, check_tensor, device_guard,
-                             reduction_chunks, rows_contiguous, rows_per_program, sum_partials)
+                             reduction_chunks, rows_per_program, strided_rows, sum_partials)
 
 NORMS = {"rms": 0, "layer": 1}
 
@@ -226,8 +226,9 @@ def _setup(ctx, inputs, output):
 def _backward(ctx, d_r, d_h, _d_mean, _d_rstd):
     r, branch, gate, weight, shift, scale, mean, rstd = ctx.saved_tensors
     same = r.dtype if ctx.backend == "cuda" else None  # the CUDA kernels take one activation dtype
-    dr = rows_contiguous(d_r).to(same or d_r.dtype) if ctx.has_res and d_r is not None else None
-    dx, dbr, dgate, dw, dshift, dscale = block_boundary_bwd(rows_contiguous(d_h).to(same or d_h.dtype), dr, r, branch,
+    # the kernels index (B, T, D) gradients densely: any other layout autograd hands over is copied
+    dr = d_r.contiguous().to(same or d_r.dtype) if ctx.has_res and d_r is not None else None
+    dx, dbr, dgate, dw, dshift, dscale = block_boundary_bwd(d_h.contiguous().to(same or d_h.dtype), dr, r, branch,
                                                            gate, weight, shift, scale, mean, rstd, ctx.norm,
                                                            ctx.backend)
     return (dx, dbr if ctx.has_res else None, dgate if ctx.has_res else None, dw if weight is not None else None,
@@ -240,7 +241,7 @@ block_boundary_fwd.register_autograd(_backward, setup_context=_setup)
 # ------------------------------------------------------------------------------------------------ entry points
 def _checked_modulation(name: str, v: torch.Tensor, B: int, D: int, device) -> torch.Tensor:
     check_tensor(name, v, shape=(B, D), device=device)
-    return v if v.stride(-1) == 1 else v.contiguous()
+    return strided_rows(v)
 
 
 def run(x, branch, gate, weight, shift, scale, norm, eps, backend="triton"):
@@ -253,6 +254,7 @@ def run(x, branch, gate, weight, shift, scale, norm, eps, backend="triton"):
         raise ValueError("norm='layer' is LayerNorm without affine: weight must be None")
     if weight is not None:
         check_tensor("weight", weight, shape=(D,), device=x.device)
+        weight = weight.contiguous()  # the kernels read it with unit stride
     shift = _checked_modulation("shift", shift, B, D, x.device)
     scale = _checked_modulation("scale", scale, B, D, x.device)
     if branch is not None:

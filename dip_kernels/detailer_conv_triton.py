@@ -193,9 +193,13 @@ def _conv_fwd_kernel(a_ptr, a_T, a_GW, a_sb, a_sgy, a_sgx, a_sy, a_sx, a_sc, CA,
         tl.store(o_ptr + (o_base + pix_off)[:, None] + col_off[None, :], out, mask=mask)
     if POOL:  # window-major rows: each group of 4 is a window; pooled and argmax are contiguous NHWC
         v = tl.reshape(acc, (BLOCK_M // 4, 4, BLOCK_N))  # fp32 activations: the argmax is decided before rounding
-        best = tl.max(v, axis=1)
         sub = tl.reshape(tl.broadcast_to((rm % 4)[:, None], (BLOCK_M, BLOCK_N)), (BLOCK_M // 4, 4, BLOCK_N))
+        nan = v != v  # a NaN is the maximum, as in PyTorch (a diverging run must not pool it away)
+        first_nan = tl.min(tl.where(nan, sub, 4), axis=1)
+        best = tl.max(tl.where(nan, float("-inf"), v), axis=1)
         first = tl.min(tl.where(v == best[:, None, :], sub, 4), axis=1)  # the first maximum, as PyTorch
+        best = tl.where(first_nan < 4, tl.sum(tl.where(nan, v, 0.0), axis=1), best)
+        first = tl.where(first_nan < 4, first_nan, first)
         win = (tl.program_id(0) * (BLOCK_M // 4) + tl.arange(0, BLOCK_M // 4)).to(tl.int64)
         wmask = (win < M // 4)[:, None] & nmask[None, :]
         tl.store(pool_ptr + win[:, None] * NCOL + rn[None, :], cast_to(best, pool_ptr.dtype.element_ty), mask=wmask)

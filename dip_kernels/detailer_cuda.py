@@ -165,15 +165,15 @@ def detailer_stem(img, patch_size, weight, bias, channels_last=True):
     dtype = activation_dtype(img, weight)
     w = weight.float()
     # the weight cast keeps the graph to the fp32 parameter; the kernel wants (C, Cin·9) fp32
-    skip, pooled, _, _ = stem_fwd(img.to(dtype), w.contiguous(), bias.float(), patch_size, dtype)
+    skip, pooled, _, _ = stem_fwd(img.to(dtype), w.contiguous(), bias.float().contiguous(), patch_size, dtype)
     return skip, pooled
 
 
 def _output(y, weight, bias, batch, height, width):
     check_device("y", y)
     dtype = activation_dtype(y, weight)
-    w = weight.float().reshape(weight.shape[0], -1)
-    return output_fwd(y.to(dtype).contiguous(memory_format=torch.channels_last), w, bias.float(), batch, height,
+    w = weight.float().reshape(weight.shape[0], -1).contiguous()
+    return output_fwd(y.to(dtype).contiguous(memory_format=torch.channels_last), w, bias.float().contiguous(), batch, height,
                       width)
 
 

@@ -418,11 +418,13 @@ decoder_output_fwd.register_autograd(_decoder_output_backward, setup_context=_de
 
 
 # ---------------------------------------------------------------------------------------------------- entry points
-def _check_conv(name: str, weight: torch.Tensor, bias: torch.Tensor, cin: int, k: int, device) -> None:
+def _check_conv(name: str, weight: torch.Tensor, bias: torch.Tensor, cin: int, k: int, device) -> tuple:
+    """(weight, bias) checked, dense (the kernels read both with unit strides)."""
     check_tensor(f"{name} weight", weight, rank=4, device=device)
     if weight.shape[1:] != (cin, k, k):
         raise ValueError(f"{name} weight must be (Cout, {cin}, {k}, {k}), got {tuple(weight.shape)}")
     check_tensor(f"{name} bias", bias, shape=(weight.shape[0],), device=device)
+    return weight.contiguous(), bias.contiguous()
 
 
 def _check_patches(name: str, x: torch.Tensor, size: int | None = None) -> None:
@@ -439,7 +441,7 @@ def detailer_stem(img, patch_size, weight, bias, channels_last=True):
     if img.shape[2] % patch_size or img.shape[3] % patch_size:
         raise ValueError(f"img height and width must be divisible by patch_size {patch_size}, got "
                          f"{img.shape[2]}×{img.shape[3]}")
-    _check_conv("stem", weight, bias, img.shape[1], 3, img.device)
+    weight, bias = _check_conv("stem", weight, bias, img.shape[1], 3, img.device)
     skip, pooled, _, _ = encoder_fwd(img, weight, bias, patch_size, activation_dtype(img, weight))
     return skip, pooled
 
@@ -448,7 +450,7 @@ def detailer_stem(img, patch_size, weight, bias, channels_last=True):
 def detailer_encoder(x, weight, bias):
     """Triton twin of ``dip_kernels.detailer.detailer_encoder``."""
     _check_patches("x", x)
-    _check_conv("encoder", weight, bias, x.shape[1], 3, x.device)
+    weight, bias = _check_conv("encoder", weight, bias, x.shape[1], 3, x.device)
     skip, pooled, _, _ = encoder_fwd(_cl(x), weight, bias, 0, activation_dtype(x, weight))
     return skip, pooled
 
@@ -458,7 +460,7 @@ def detailer_bottleneck(pooled, context, weight, bias):
     """Triton twin of ``dip_kernels.detailer.detailer_bottleneck``."""
     _check_patches("pooled", pooled)
     check_tensor("context", context, shape=(pooled.shape[0], weight.shape[1] - pooled.shape[1]), device=pooled.device)
-    _check_conv("bottleneck", weight, bias, pooled.shape[1] + context.shape[1], 1, pooled.device)
+    weight, bias = _check_conv("bottleneck", weight, bias, pooled.shape[1] + context.shape[1], 1, pooled.device)
     y, _ = bottleneck_fwd(_cl(pooled), context, weight, bias, activation_dtype(pooled, weight))
     return y
 
@@ -466,25 +468,27 @@ def detailer_bottleneck(pooled, context, weight, bias):
 @register("detailer_decoder", "triton")
 def detailer_decoder(x, skip, up_weight, up_bias, weight, bias):
     """Triton twin of ``dip_kernels.detailer.detailer_decoder``."""
-    _check_decoder(x, skip, up_weight, up_bias, weight, bias)
+    up_weight, up_bias, weight, bias = _check_decoder(x, skip, up_weight, up_bias, weight, bias)
     y, _, _ = decoder_fwd(_cl(x), _cl(skip), up_weight, up_bias, weight, bias, activation_dtype(x, weight))
     return y
 
 
-def _check_decoder(x, skip, up_weight, up_bias, weight, bias) -> None:
+def _check_decoder(x, skip, up_weight, up_bias, weight, bias) -> tuple:
+    """(up_weight, up_bias, weight, bias) checked, dense."""
     _check_patches("x", x)
     _check_patches("skip", skip, 2 * x.shape[2])
     check_tensor("up weight", up_weight, shape=(x.shape[1], up_weight.shape[1], 2, 2), device=x.device)
     check_tensor("up bias", up_bias, shape=(up_weight.shape[1],), device=x.device)
-    _check_conv("decoder", weight, bias, up_weight.shape[1] + skip.shape[1], 3, x.device)
+    return (up_weight.contiguous(), up_bias.contiguous(),
+            *_check_conv("decoder", weight, bias, up_weight.shape[1] + skip.shape[1], 3, x.device))
 
 
 @register("detailer_decoder_output", "triton")
 def detailer_decoder_output(x, skip, up_weight, up_bias, weight, bias, out_weight, out_bias, batch, height, width):
     """Triton twin of ``dip_kernels.detailer.detailer_decoder_output``: the last decoder with the output conv
     fused into its epilogue, writing the velocity image."""
-    _check_decoder(x, skip, up_weight, up_bias, weight, bias)
-    _check_conv("output", out_weight, out_bias, weight.shape[0], 1, x.device)
+    up_weight, up_bias, weight, bias = _check_decoder(x, skip, up_weight, up_bias, weight, bias)
+    out_weight, out_bias = _check_conv("output", out_weight, out_bias, weight.shape[0], 1, x.device)
     P = 2 * x.shape[2]
     if height % P or width % P or x.shape[0] != batch * (height // P) * (width // P):
         raise ValueError(f"x must hold batch·(H/P)·(W/P) = {batch}·{height // P}·{width // P} patches, "
@@ -498,7 +502,7 @@ def detailer_decoder_output(x, skip, up_weight, up_bias, weight, bias, out_weigh
 def detailer_output(y, weight, bias, batch, height, width):
     """Triton twin of ``dip_kernels.detailer.detailer_output``: the velocity image written directly."""
     _check_patches("y", y)
-    _check_conv("output", weight, bias, y.shape[1], 1, y.device)
+    weight, bias = _check_conv("output", weight, bias, y.shape[1], 1, y.device)
     P = y.shape[2]
     if height % P or width % P or y.shape[0] != batch * (height // P) * (width // P):
         raise ValueError(f"y must hold batch·(H/P)·(W/P) = {batch}·{height // P}·{width // P} patches of size "

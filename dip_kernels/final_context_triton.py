@@ -14,7 +14,7 @@ import triton.language as tl
 from .cuda_ext import check_device
 from .registry import register
 from .triton_support import (activation_dtype, block_size, cast_to, check_tensor, device_guard,
-                             reduction_chunks, rows_contiguous, rows_per_program, sum_partials)
+                             reduction_chunks, rows_per_program, strided_rows, sum_partials)
 
 
 @triton.jit
@@ -121,7 +121,7 @@ def _setup(ctx, inputs, output):
 
 
 def _backward(ctx, ds):
-    ds = rows_contiguous(ds)
+    ds = ds.contiguous()  # the kernels index (B, T, D) gradients densely
     if ctx.backend == "cuda":  # the CUDA kernels take one activation dtype
         ds = ds.to(ctx.saved_tensors[0].dtype)
     return (*final_context_bwd(ds, *ctx.saved_tensors, ctx.backend), None, None)
@@ -141,7 +141,7 @@ def run(residual, branch, gate, t_emb, backend="triton"):
     if backend == "cuda":  # one activation dtype
         check_device("residual", residual)
         residual, branch, gate, t_emb = (t.to(out_dtype) for t in (residual, branch, gate, t_emb))
-    return final_context_fwd(residual.contiguous(), branch.contiguous(), rows_contiguous(gate), rows_contiguous(t_emb),
+    return final_context_fwd(residual.contiguous(), branch.contiguous(), strided_rows(gate), strided_rows(t_emb),
                              out_dtype, backend)
 
 

@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from .registry import register
-from .triton_support import cast_to, check_tensor, device_guard, dot_args, operand, rows_contiguous
+from .triton_support import cast_to, check_tensor, device_guard, dot_args, operand
 
 def _tiles(device: torch.device):
     """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps): tensor-core tiles on GPU, tiny tiles when interpreted."""
@@ -176,7 +176,7 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, dout):
     img, weight = ctx.saved_tensors
-    dout = rows_contiguous(dout).contiguous()
+    dout = dout.contiguous()  # the kernels index the token gradient densely
     dimg = None
     if ctx.needs_input_grad[0]:
         dimg = patch_embed_bwd_input(dout, weight, img, ctx.patch_size, ctx.compute_dtype)
@@ -200,4 +200,4 @@ def patch_embed(img, weight, bias, patch_size):
     check_tensor("bias", bias, shape=(weight.shape[0],), device=img.device)
     on = torch.is_autocast_enabled(img.device.type)
     compute = torch.get_autocast_dtype(img.device.type) if on else torch.promote_types(img.dtype, weight.dtype)
-    return patch_embed_fwd(img, weight.contiguous(), bias, patch_size, compute)
+    return patch_embed_fwd(img, weight.contiguous(), bias.contiguous(), patch_size, compute)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable, Dict
+from typing import Callable, Dict, Mapping
 
 BACKENDS = ("torch", "triton", "cuda", "auto")
 ENV_VAR = "DIP_KERNELS"
@@ -127,18 +127,30 @@ def resolve(op: str, backend: str, device_type: str) -> Resolved:
 class KernelTable:
     """The resolved ops for one backend choice, one namespace per device type.
 
+    ``backend`` is a backend name for every op, or a mapping ``{op: backend}`` (a mixed table, e.g. what ``auto``
+    resolves to on one architecture; ops it does not name use the reference).
     ``table.on("cuda").block_boundary(...)`` calls the chosen implementation; ``table.report("cuda")`` says
     which backend each op uses there.
     """
 
-    def __init__(self, backend: str | None = None):
-        self.backend = check_backend(backend or get_backend())
+    def __init__(self, backend: str | Mapping[str, str] | None = None):
+        if isinstance(backend, Mapping):
+            unknown = sorted(set(backend) - set(ops()))
+            if unknown:
+                raise ValueError(f"unknown op(s) {unknown} in the kernel table; expected some of {ops()}")
+            self.backend = {op: check_backend(backend.get(op, "torch")) for op in ops()}
+        else:
+            name = check_backend(backend or get_backend())
+            self.backend = name
         self._by_device = {dt: self._resolve_all(dt) for dt in ("cpu", "cuda")}
         self._namespaces = {dt: _OpNamespace({op: r.fn for op, r in t.items()}) for dt, t in self._by_device.items()}
         self._reference = _OpNamespace({op: resolve(op, "torch", "cpu").fn for op in ops()})
 
+    def _requested(self, op: str) -> str:
+        return self.backend[op] if isinstance(self.backend, dict) else self.backend
+
     def _resolve_all(self, device_type: str) -> Dict[str, Resolved]:
-        return {op: resolve(op, self.backend, device_type) for op in ops()}
+        return {op: resolve(op, self._requested(op), device_type) for op in ops()}
 
     def on(self, device_type: str) -> "_OpNamespace":
         """The callables for tensors of ``device_type`` (other device types get the reference)."""

@@ -10,7 +10,7 @@ import triton
 import triton.language as tl
 
 from .registry import register
-from .triton_support import activation_dtype, cast_to, check_tensor, device_guard, rows_contiguous
+from .triton_support import activation_dtype, cast_to, check_tensor, device_guard, strided_rows
 
 BLOCK_M, BLOCK_H = 8, 256
 
@@ -41,12 +41,11 @@ def _bwd_kernel(g_ptr, a_ptr, b_ptr, da_ptr, db_ptr, M, H, s_a, s_b, BLOCK_M: tl
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
-    """(..., H) → a (M, H) view with unit last stride (a copy only when no such view exists)."""
-    t = rows_contiguous(t)
+    """(..., H) → an (M, H) view with unit last stride and one row stride (a dense copy when no such view exists)."""
     try:
-        return t.view(-1, t.shape[-1])
-    except RuntimeError:
-        return t.reshape(-1, t.shape[-1]).contiguous()
+        return strided_rows(t.view(-1, t.shape[-1]))
+    except RuntimeError:  # the leading dims do not collapse into one row stride
+        return t.contiguous().view(-1, t.shape[-1])
 
 
 def _grid(M: int, H: int):
@@ -91,7 +90,7 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, grad):
     a, b = ctx.saved_tensors
-    return (*swiglu_bwd(rows_contiguous(grad).reshape(a.shape), a, b), None)
+    return (*swiglu_bwd(grad.contiguous(), a, b), None)  # the kernel indexes the gradient densely
 
 
 swiglu_fwd.register_autograd(_backward, setup_context=_setup)

@@ -28,11 +28,13 @@ def check_tensor(name: str, t: torch.Tensor, *, rank: int | None = None, shape: 
         raise ValueError(f"{name} must be on {device} like the other inputs, got {t.device}")
 
 
-def rows_contiguous(t: torch.Tensor) -> torch.Tensor:
-    """``t`` with a unit last-dim stride (a copy only when needed, e.g. stride-0 expanded gradients)."""
-    if t.stride(-1) == 1 and all(s > 0 for s in t.stride()):
-        return t
-    return t.contiguous()
+def strided_rows(t: torch.Tensor) -> torch.Tensor:
+    """A 2-D ``t`` for a kernel that takes its row stride and assumes unit column stride: ``t`` itself when its
+    column stride is 1 (any row stride, 0 included: an expanded row), else a dense copy. Every other layout a kernel
+    reads goes through ``Tensor.contiguous()``, which checks every stride (docs/kernels.md, "Layouts")."""
+    if t.dim() != 2:
+        raise ValueError(f"strided_rows takes a 2-D tensor, got shape {tuple(t.shape)}")
+    return t if t.stride(1) == 1 or t.shape[1] == 1 else t.contiguous()
 
 
 def activation_dtype(x: torch.Tensor, *others: torch.Tensor) -> torch.dtype:
@@ -74,13 +76,20 @@ def sum_partials(partials: torch.Tensor, groups: int, dtype: torch.dtype) -> tor
     return partials.view(groups, -1, partials.shape[-1]).sum(1).to(dtype)
 
 
+INTERPRETING = tl.constexpr(int(os.environ.get("TRITON_INTERPRET", "0") == "1"))
+
+
 @triton.jit
 def cast_to(x, dtype: tl.constexpr):
-    """Round x to ``dtype`` to nearest even. bf16 is rounded by hand: the Triton interpreter truncates, which biases
-    every sum of stored bf16 values toward zero; on a GPU this matches the hardware conversion bit for bit."""
-    if dtype == tl.bfloat16:
+    """Round x to ``dtype`` to nearest even. Compiled, this is the hardware conversion. Interpreted, bf16 is rounded
+    by hand (the interpreter truncates, which biases every sum of stored bf16 values toward zero), NaN-safe: a NaN
+    keeps its sign and top payload bits with the quiet bit set (adding the rounding bias to a NaN's bits would
+    carry into the sign and store -0.0); ±inf and values that round past the largest bf16 become ±inf."""
+    if INTERPRETING and dtype == tl.bfloat16:
         bits = x.to(tl.float32).to(tl.uint32, bitcast=True)
-        bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+        rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+        nan = (bits & 0x7FFFFFFF) > 0x7F800000
+        bits = tl.where(nan, (bits | 0x00400000) & 0xFFFF0000, rounded)
         x = bits.to(tl.float32, bitcast=True)
     return x.to(dtype)
 
@@ -98,5 +107,5 @@ def dot_args(dtype) -> dict:
     """Kernel constexprs for matmul operands of ``dtype``: COMPUTE, UPCAST (interpreted) and the fp32 dot
     precision (TF32 only where torch allows it)."""
     tf32 = dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
-    return {"COMPUTE": _TL[dtype], "UPCAST": int(os.environ.get("TRITON_INTERPRET", "0") == "1"),
+    return {"COMPUTE": _TL[dtype], "UPCAST": INTERPRETING.value,
             "PRECISION": "tf32" if tf32 else "ieee"}

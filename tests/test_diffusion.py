@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from dip.diffusion import (flow_loss, guided_velocity, interpolate, logit_normal_t, sample, time_grid, to_uint8,
-                           velocity_target)
+from dip.diffusion import (flow_loss, guided_steps, guided_velocity, interpolate, logit_normal_t, sample, time_grid,
+                           to_uint8, velocity_target)
 
 MU, SIGMA = 0.7, 0.5  # Gaussian data N(μ, σ²) per element; noise N(0, 1)
 
@@ -87,7 +87,7 @@ def test_cfg_scale_one_is_the_conditional_model():
     torch.testing.assert_close(out, 9 + 4.0 * (y.view(-1, 1).float() - 9))
 
 
-def guided_steps(method, steps, interval, skip_uncond=False):
+def recorded_calls(method, steps, interval, skip_uncond=False):
     rec = Recorder()
     sample(rec, torch.zeros(1, 1), torch.tensor([1]), null_label=5, steps=steps, cfg_scale=3.0, interval=interval,
            method=method, skip_uncond=skip_uncond)
@@ -95,7 +95,7 @@ def guided_steps(method, steps, interval, skip_uncond=False):
 
 
 def test_guidance_interval_euler_is_strict():
-    calls = guided_steps("euler", 10, (0.2, 0.7))
+    calls = recorded_calls("euler", 10, (0.2, 0.7))
     assert [c[0] for c in calls] == pytest.approx([i / 10 for i in range(10)])
     assert all(c[1] == 2 for c in calls)  # both halves every step by default (the authors' cost)
     x = 0.0
@@ -104,12 +104,12 @@ def test_guidance_interval_euler_is_strict():
     out = sample(Recorder(), torch.zeros(1, 1), torch.tensor([1]), null_label=5, steps=10, cfg_scale=3.0,
                  interval=(0.2, 0.7))
     assert out.item() == pytest.approx(x)
-    skipped = guided_steps("euler", 10, (0.2, 0.7), skip_uncond=True)
+    skipped = recorded_calls("euler", 10, (0.2, 0.7), skip_uncond=True)
     assert [c[1] for c in skipped] == [1, 1, 1, 2, 2, 2, 2, 1, 1, 1]
 
 
 def test_guidance_interval_heun_inclusive_high_and_reused():
-    calls = guided_steps("heun", 10, (0.2, 0.7))
+    calls = recorded_calls("heun", 10, (0.2, 0.7))
     assert len(calls) == 2 * 10 - 1
     guided = [0.2 < i / 10 <= 0.7 for i in range(10)]  # decided at t_cur, upper bound inclusive
     assert sum(guided) == 5
@@ -119,9 +119,44 @@ def test_guidance_interval_heun_inclusive_high_and_reused():
     out = sample(Recorder(), torch.zeros(1, 1), torch.tensor([1]), null_label=5, steps=10, cfg_scale=3.0,
                  interval=(0.2, 0.7), method="heun")
     assert out.item() == pytest.approx(sum(0.1 * (-7 if g else 1) for g in guided))
-    skipped = guided_steps("heun", 10, (0.2, 0.7), skip_uncond=True)
+    skipped = recorded_calls("heun", 10, (0.2, 0.7), skip_uncond=True)
     assert [c[1] == 2 for c in skipped] == per_call
 
 
 def test_to_uint8():
     assert to_uint8(torch.tensor([-1.0, 0.0, 1.0, 2.0, -3.0])).tolist() == [0, 128, 255, 255, 0]
+
+
+# Hand-worked grids where the two interval rules part: torch.linspace(0, 1, N + 1) in float32, then the shift
+# formula t / (t + s·(1 − t)) in float32 (s = 1 included), compared with the bounds in float32.
+#   N = 25: t_10 = 0.39999998 < 0.4             → float32 guides step 10 under high = 0.4, exact (10/25 = 0.4) not
+#   N = 14: t_7  = 0.49999997 < 0.5             → float32 guides step 7 under high = 0.5
+#   N = 15: t_6  = 0.40000004 > 0.4             → float32 guides step 6 above low = 0.4, exact (6/15 = 0.4) not
+#   N = 10: t_2 = float32(0.2), t_7 = float32(0.7) → both rules agree at (0.2, 0.7)
+@pytest.mark.parametrize("steps,interval,float32_steps,exact_steps", [
+    (25, (0.0, 0.4), list(range(1, 11)), list(range(1, 10))),
+    (14, (0.0, 0.5), list(range(1, 8)), list(range(1, 7))),
+    (15, (0.4, 1.0), list(range(6, 15)), list(range(7, 15))),
+    (10, (0.2, 0.7), [3, 4, 5, 6], [3, 4, 5, 6]),
+])
+def test_interval_rules_on_hand_worked_grids(steps, interval, float32_steps, exact_steps):
+    for rule, want in (("float32", float32_steps), ("exact", exact_steps)):
+        flags = guided_steps(steps, interval, rule=rule)
+        assert [i for i, g in enumerate(flags) if g] == want, rule
+
+
+def test_sampler_follows_the_float32_rule_by_default():
+    def guided_calls(**kw):
+        rec = Recorder()
+        sample(rec, torch.zeros(1, 1), torch.tensor([1]), null_label=5, steps=25, cfg_scale=3.0,
+               interval=(0.0, 0.4), skip_uncond=True, **kw)
+        return [i for i, c in enumerate(rec.calls) if c[1] == 2]
+
+    assert guided_calls() == list(range(1, 11))
+    assert guided_calls(interval_rule="exact") == list(range(1, 10))
+    with pytest.raises(ValueError, match="interval rule"):
+        guided_steps(4, (0, 1), rule="float64")
+
+
+def test_heun_rule_is_inclusive_at_the_top():
+    assert [i for i, g in enumerate(guided_steps(10, (0.2, 0.7), inclusive_high=True)) if g] == [3, 4, 5, 6, 7]

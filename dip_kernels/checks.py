@@ -1,0 +1,86 @@
+"""Torch-only helpers shared by every op's custom-op layer (docs/kernels.md): argument checks raised before any
+launch, the dtype a fused op emits, layouts the kernels accept, the device guard, launch geometry shared by the
+Triton and CUDA twins, and the deterministic second pass of per-program partial sums. Imports no Triton."""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+FLOATS = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def check_tensor(name: str, t: torch.Tensor, *, rank: int | None = None, shape: tuple | None = None,
+                 device: torch.device | None = None) -> None:
+    """ValueError/TypeError naming ``name`` when ``t`` has the wrong type, rank, shape, dtype or device."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if rank is not None and t.dim() != rank:
+        raise ValueError(f"{name} must have rank {rank}, got shape {tuple(t.shape)}")
+    if shape is not None and tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
+    if t.dtype not in FLOATS:
+        raise TypeError(f"{name} must be float32, float16 or bfloat16, got {t.dtype}")
+    if device is not None and t.device != device:
+        raise ValueError(f"{name} must be on {device} like the other inputs, got {t.device}")
+
+
+def check_patch_grid(name: str, img: torch.Tensor, patch_size: int) -> None:
+    """ValueError unless ``img`` (B, C, H, W) tiles into patch_size × patch_size patches."""
+    check_tensor(name, img, rank=4)
+    if img.shape[2] % patch_size or img.shape[3] % patch_size:
+        raise ValueError(f"{name} height and width must be divisible by patch_size {patch_size}, got "
+                         f"{img.shape[2]}×{img.shape[3]}")
+
+
+def strided_rows(t: torch.Tensor) -> torch.Tensor:
+    """A 2-D ``t`` for a kernel that takes its row stride and assumes unit column stride: ``t`` itself when its
+    column stride is 1 (any row stride, 0 included: an expanded row), else a dense copy. Every other layout a kernel
+    reads goes through ``Tensor.contiguous()``, which checks every stride (docs/kernels.md, "Layouts")."""
+    if t.dim() != 2:
+        raise ValueError(f"strided_rows takes a 2-D tensor, got shape {tuple(t.shape)}")
+    return t if t.stride(1) == 1 or t.shape[1] == 1 else t.contiguous()
+
+
+def activation_dtype(x: torch.Tensor, *others: torch.Tensor) -> torch.dtype:
+    """The dtype a fused op emits: autocast's dtype when autocast is on for x's device, else type promotion."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    dtype = x.dtype
+    for o in others:
+        dtype = torch.promote_types(dtype, o.dtype)
+    return dtype
+
+
+def device_guard(t: torch.Tensor):
+    """Launch on ``t``'s device (its current stream): a CUDA device guard, nothing on CPU (interpreter/emulator)."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def cdiv(a: int, b: int) -> int:
+    """⌈a / b⌉ for non-negative integers."""
+    return -(-a // b)
+
+
+def block_size(n: int) -> int:
+    """Smallest power of two ≥ n (a whole row held by one program)."""
+    return 1 << max(n - 1, 0).bit_length()
+
+
+def rows_per_program(block_d: int) -> int:
+    """Rows per program so that one program holds about 4K fp32 values."""
+    return max(1, min(16, 4096 // block_d))
+
+
+def reduction_chunks(t: torch.Tensor, batch: int, tokens: int, rows: int) -> int:
+    """Programs per sample for per-sample reductions: enough programs to fill the GPU (or 2 on CPU tensors, so the
+    multi-chunk path is tested by the interpreter and the emulator)."""
+    if not t.is_cuda:
+        return max(1, min(2, tokens))
+    sms = torch.cuda.get_device_properties(t.device).multi_processor_count
+    return max(1, min(cdiv(tokens, rows), cdiv(2 * sms, batch)))
+
+
+def sum_partials(partials: torch.Tensor, groups: int, dtype: torch.dtype) -> torch.Tensor:
+    """Deterministic second pass: (groups·k, D) fp32 partials → (groups, D) sums in ``dtype``."""
+    return partials.view(groups, -1, partials.shape[-1]).sum(1).to(dtype)
