@@ -31,6 +31,9 @@ def assert_parity(name, kernel, eager, ref, dtype, n=1):
     err = (kernel.double() - ref.double()).abs().max().item()
     eager_err = (eager.double() - ref.double()).abs().max().item()
     bound = 2 * eager_err + ATOL[dtype] * math.sqrt(n)
+    if os.environ.get("DIP_PARITY_LOG"):  # for before/after comparisons of a refactor: every checked error
+        with open(os.environ["DIP_PARITY_LOG"], "a") as log:
+            log.write(f"{os.environ.get('PYTEST_CURRENT_TEST', '').split('::')[-1]}\t{name}\t{err!r}\n")
     assert err <= bound, f"{name}: max error {err:.3e} > bound {bound:.3e} (eager error {eager_err:.3e})"
 
 
