@@ -8,7 +8,7 @@ Environment:
   DIP_SKIP_CUDA_EMULATION=1  install without the emulated twin (also skipped, saying so, without a C++20
                    host compiler).
   CUDA_HOME        toolkit location (else nvcc on PATH).
-The extension links the CUDA runtime statically and nothing from torch (kernels.md §6), so it builds with nvcc
+The extension links the CUDA runtime statically and nothing from torch (docs/kernels.md §6), so it builds with nvcc
 alone, under build isolation, against any torch version. Sources compile in parallel.
 """
 import os

@@ -1,4 +1,4 @@
-"""Benchmark of the Patch Detailer Head (dip-model.md §3; kernels.md §1 row D, §7).
+"""Benchmark of the Patch Detailer Head (docs/model.md §3; docs/kernels.md §1 row D, §7).
 
 Times the whole head, forward and forward+backward, for every implementation variant side by side in one run:
 eager NCHW, eager channels_last (cuDNN's preferred layout), torch.compile of the reference (and, on request,

@@ -30,7 +30,7 @@ from common import environment, gemm_tflops, print_table, time_ms, write_json  #
 from dip import create_model  # noqa: E402
 from dip.diffusion import flow_loss, interpolate, sample  # noqa: E402
 from dip.graphed_sampler import GraphedEulerSampler, store_autocast_weights  # noqa: E402
-from dip.train import EMA  # noqa: E402
+from dip.ema import EMA  # noqa: E402
 
 
 def forward_flops(model) -> float:

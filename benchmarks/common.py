@@ -1,4 +1,5 @@
-"""Shared benchmark plumbing (kernels.md §7): timing, reference rates, environment record, table and JSON output."""
+"""Shared benchmark plumbing (docs/kernels.md §7): timing, reference rates, environment record, table and JSON
+output."""
 from __future__ import annotations
 
 import datetime

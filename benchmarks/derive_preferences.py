@@ -1,13 +1,13 @@
-"""Fill the ``auto`` backend table from measurements (kernels.md §4; issue 6 item 4).
+"""Fill the ``auto`` backend table from measurements (docs/kernels.md §4; issue 6 item 4).
 
-Reads the JSON of ``bench_adaln.py`` (ops A, B, C, E, F: rows per op × batch) and of ``bench_detailer.py
+Reads the JSON of ``bench_ops.py`` (ops A, B, C, E, F: rows per op × batch) and of ``bench_detailer.py
 --per-layer`` (the head's stage ops: rows per layer), all from one GPU run, and picks for every op the backend
 with the lowest forward+backward time summed over that op's rows — among the reference (``torch``: eager, the
 fallback) and the kernel backends measured for every one of those rows. Writes the table for the run's
 architecture in the layout of ``dip_kernels/preferences.json`` (committed; ``dip_kernels/preferences.py`` reads it),
 merged into an existing file so other architectures are kept, with the measured times and the run's environment.
 
-    python benchmarks/derive_preferences.py bench_out/bench_adaln.json bench_out/bench_detailer_8k.json \\
+    python benchmarks/derive_preferences.py bench_out/bench_ops.json bench_out/bench_detailer_8k.json \\
         --out dip_kernels/preferences.json
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ def timings(payload: dict) -> dict:
     for row in payload.get("rows", []) + payload.get("layers", []):
         if "op" not in row:
             continue
-        if "impl" in row and row.get("mode") == "fwd+bwd":  # bench_adaln
+        if "impl" in row and row.get("mode") == "fwd+bwd":  # bench_ops
             backend, key, ms = BACKEND_OF.get(row["impl"]), ("batch", row["batch"]), row["ms"]
         elif "variant" in row and "fwd+bwd ms" in row:  # bench_detailer --per-layer
             backend, key, ms = BACKEND_OF.get(row["variant"]), ("layer", row["layer"]), row["fwd+bwd ms"]
@@ -64,7 +64,7 @@ def derive(paths: list) -> tuple[str, dict, dict, dict]:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("files", nargs="+", help="bench_adaln / bench_detailer --per-layer JSON of one GPU run")
+    p.add_argument("files", nargs="+", help="bench_ops / bench_detailer --per-layer JSON of one GPU run")
     p.add_argument("--out", default="dip_kernels/preferences.json")
     args = p.parse_args(argv)
     arch, table, measured, env = derive(args.files)

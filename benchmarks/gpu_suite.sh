@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one prepared script for the GPU machine (DEVELOPERS.md "The GPU", platform.md).
+# The one prepared script for the GPU machine (README, "Benchmarks and the GPU suite").
 #
 #   benchmarks/gpu_suite.sh [--out DIR] [tier ...]      tiers: smoke kernels ops head model (the default, in that
 #                                                       order, ~6 minutes) and extended (64K patches, max-autotune,
@@ -30,7 +30,8 @@ step() {  # step NAME SECONDS CMD...: run CMD with a timeout, log to DIR/NAME.lo
   return 0
 }
 
-{ date -u; nvidia-smi; python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; } \
+{ date -u; nvidia-smi
+  python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; } \
   >"$DIR/environment.txt" 2>&1
 step install 300 pip install --no-build-isolation --no-deps -e .
 
@@ -40,18 +41,18 @@ for tier in $TIERS; do
       step smoke 120 python benchmarks/smoke.py --out "$DIR/smoke.json" ;;
     kernels)  # every kernel parity test on CUDA (Triton compiled for real, the CUDA extension, graph capture)
       step kernels 200 python -m pytest -q --durations=15 --junitxml="$DIR/kernels_junit.xml" \
-        tests/test_block_boundary_triton.py tests/test_final_context_swiglu_triton.py \
-        tests/test_qk_norm_rope_triton.py tests/test_patch_embed_triton.py tests/test_patchify_cuda.py \
-        tests/test_detailer_triton.py tests/test_detailer_cuda.py tests/test_model_triton.py \
+        tests/kernels tests/test_kernel_layouts.py tests/test_kernel_nonfinite.py tests/test_model_triton.py \
+        tests/test_model_kernel_tables.py \
         tests/test_kernel_seam.py tests/test_reference_ops.py tests/test_graphed_sampler.py ;;
     ops)
-      step ops_adaln 150 python benchmarks/bench_adaln.py --out "$DIR/bench_adaln.json" ;;
+      step ops 150 python benchmarks/bench_ops.py --out "$DIR/bench_ops.json" ;;
     head)
-      step head_8k 150 python benchmarks/bench_detailer.py --patches 8192 --per-layer --out "$DIR/bench_detailer_8k.json"
+      step head_8k 150 python benchmarks/bench_detailer.py --patches 8192 --per-layer \
+        --out "$DIR/bench_detailer_8k.json"
       # the measured auto table of this architecture (commit it as dip_kernels/preferences.json); other
       # architectures' tables are carried over from the committed file
       cp -f dip_kernels/preferences.json "$DIR/preferences.json" 2>/dev/null
-      step preferences 30 python benchmarks/derive_preferences.py "$DIR/bench_adaln.json" \
+      step preferences 30 python benchmarks/derive_preferences.py "$DIR/bench_ops.json" \
         "$DIR/bench_detailer_8k.json" --out "$DIR/preferences.json" ;;
     model)  # end-to-end, eager and CUDA-graph sampling (Inductor compiling the 632M model: extended tier)
       step model_eager 180 python benchmarks/bench_model.py --compile eager --backends torch,auto --graph \

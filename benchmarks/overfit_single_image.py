@@ -40,7 +40,7 @@ def astronaut(size: int) -> torch.Tensor:
 
 def build(head: str, size: int, patch: int, depth: int):
     """An unconditional DiP with D = 1.5 · 3P² (heads of 72, or of 3P²/… when that does not divide) and the paper's
-    Detailer head generalised to P (dip-model.md §3: base width 64, min(4, log2 P) stages — not the CPU demo's
+    Detailer head generalised to P (docs/model.md §3: base width 64, min(4, log2 P) stages — not the CPU demo's
     narrow head, whose 64-wide bottleneck would be narrower than a patch's 3P² values)."""
     hidden = int(1.5 * 3 * patch * patch)
     heads = max(1, hidden // 72) if hidden % 72 == 0 else max(1, hidden // 64)

@@ -1,9 +1,10 @@
-// Op A in CUDA: the adaLN block boundary (kernels.md §1 A; the Triton twin is dip_kernels/block_boundary_triton.py).
+// Op A in CUDA: the adaLN block boundary (docs/kernels.md §1 A; the Triton twin: dip_kernels/block_boundary/triton.py).
 //
 // Global accesses move 16 bytes at a time when every pointer is 16-byte aligned and D and the modulation strides
 // are multiples of the vector width (8 bf16/fp16, 4 fp32); otherwise the same kernels run element by element.
 // forward, one block per row (token):   r = x + gate[b]·branch (rounded to T and stored),
-//                                        n = Norm(r) (RMSNorm or LayerNorm without affine), h = n·w·(1 + scale[b]) + shift[b]
+//                                        n = Norm(r) (RMSNorm or LayerNorm without affine),
+//                                        h = n·w·(1 + scale[b]) + shift[b]
 // backward, one block per (sample, token chunk): dx, dbranch per row; fp32 per-block partial sums of dshift, dscale,
 // dgate (over the chunk's tokens) and dweight, summed deterministically by the caller. No allocation, no sync:
 // everything runs on the given stream (CUDA-graph capturable). Offsets are 64-bit.
@@ -204,7 +205,8 @@ void launch_fwd(std::uintptr_t x, std::uintptr_t br, std::uintptr_t gate, std::u
                 int64_t rows, int64_t tokens, int D, int64_t s_gate, int64_t s_shift, int64_t s_scale, float eps,
                 int has_res, int has_w, int layer, std::uintptr_t stream) {
   constexpr int V = vec_width<T>();
-  const bool vec = aligned16({x, br, gate, w, shift, scale, r_out, h}) && multiples_of(V, {D, s_gate, s_shift, s_scale});
+  const bool vec =
+      aligned16({x, br, gate, w, shift, scale, r_out, h}) && multiples_of(V, {D, s_gate, s_shift, s_scale});
   (vec ? launch_fwd_v<T, V> : launch_fwd_v<T, 1>)(x, br, gate, w, shift, scale, r_out, h, mean, rstd, rows, tokens, D,
                                                   s_gate, s_shift, s_scale, eps, has_res, has_w, layer, stream);
 }

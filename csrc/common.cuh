@@ -1,4 +1,4 @@
-// Shared helpers of the torch-free CUDA extension (kernels.md §6): launch-error checks that name the kernel,
+// Shared helpers of the torch-free CUDA extension (docs/kernels.md §6): launch-error checks that name the kernel,
 // the dtype codes the Python wrappers pass, and stream handles taken as integers.
 #pragma once
 
@@ -46,7 +46,9 @@ __device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162f
 template <typename T> __device__ __forceinline__ T from_float(float v);
 template <> __device__ __forceinline__ float from_float<float>(float v) { return v; }
 template <> __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
 
 // Sum over the block of one value per thread (blockDim.x a multiple of 32, ≤ 1024); every thread gets the sum.
 __device__ __forceinline__ float block_sum(float v, float* scratch) {
@@ -60,7 +62,7 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
   return total;
 }
 
-// 16-byte vectorised access (kernels.md §6): V consecutive elements of T moved as V·sizeof(T)/16 uint4 transfers
+// 16-byte vectorised access (docs/kernels.md §6): V consecutive elements of T moved as V·sizeof(T)/16 uint4 transfers
 // when that is a whole number (the caller guarantees 16-byte alignment: see vec_width/aligned16), element by
 // element otherwise (V = 1, the fallback for odd sizes or misaligned views). Values are fp32 in registers.
 template <int V, typename T>

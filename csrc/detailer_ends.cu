@@ -1,4 +1,4 @@
-// The Patch Detailer Head's two memory-bound ends in CUDA (kernels.md §1 D, issue: "Also in CUDA"):
+// The Patch Detailer Head's two memory-bound ends in CUDA (docs/kernels.md §1 D, issue: "Also in CUDA"):
 //
 // stem:   the first conv (Cin → C, 3×3, + bias + SiLU) reading the noisy (B, Cin, H, W) image patch by patch, with the
 //         2×2 max-pool as a second output; it stores the pre-activation and each window's argmax for the backward.

@@ -64,7 +64,8 @@ struct Launch {
   void run_block(unsigned n, uint3 where, Args... args) const {
     BlockState state;
     state.all = std::make_unique<std::barrier<>>(n);
-    for (unsigned w = 0; w * 32 < n; ++w) state.warps.push_back(std::make_unique<std::barrier<>>(std::min(32u, n - 32 * w)));
+    for (unsigned w = 0; w * 32 < n; ++w)
+      state.warps.push_back(std::make_unique<std::barrier<>>(std::min(32u, n - 32 * w)));
     std::vector<std::thread> threads;
     threads.reserve(n);
     for (unsigned t = 0; t < n; ++t) {

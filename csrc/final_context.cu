@@ -1,5 +1,5 @@
-// Op C in CUDA: s = SiLU(x + gate[b]·branch + t_emb[b]) (kernels.md §1 C; the Triton twin is
-// dip_kernels/final_context_triton.py). Forward: one block per row. Backward: one block per (sample, token chunk)
+// Op C in CUDA: s = SiLU(x + gate[b]·branch + t_emb[b]) (docs/kernels.md §1 C; the Triton twin is
+// dip_kernels/final_context/triton.py). Forward: one block per row. Backward: one block per (sample, token chunk)
 // writing dx, dbranch and fp32 partial sums of dgate and dt_emb, summed deterministically by the caller. Global
 // accesses move 16 bytes at a time when every pointer is aligned and D and the strides are multiples of the vector
 // width; otherwise the same kernels run element by element.

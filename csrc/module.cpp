@@ -1,5 +1,5 @@
 // pybind11 entry point of dip_kernels._cuda: torch-free, raw device pointers, sizes, strides, dtype codes and the
-// CUDA stream come in as integers (kernels.md §6). Runtime queries let Python fail cleanly without a GPU. Built
+// CUDA stream come in as integers (docs/kernels.md §6). Runtime queries let Python fail cleanly without a GPU. Built
 // with -DDIP_EMULATE it is dip_kernels._cuda_emulated: the same kernels on the host emulator (csrc/emulation.h).
 #include <pybind11/pybind11.h>
 

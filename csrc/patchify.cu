@@ -1,5 +1,5 @@
 // Op E in CUDA: patchify and unpatchify between the (B, C, H, W) image and the (B·T, C, P, P) patch layout
-// (kernels.md §1 E; dip-model.md §2: patch vectors in (c, i, j) order, tokens row-major over the patch grid).
+// (docs/kernels.md §1 E; docs/model.md §2: patch vectors in (c, i, j) order, tokens row-major over the patch grid).
 // One thread per 16-byte vector of the destination when the layouts allow (a patch row of P elements is whole
 // vectors and contiguous in both), else per element; the source may have any strides, e.g. a channels_last patch
 // tensor. 64-bit indices.

@@ -1,5 +1,5 @@
-// Op B in CUDA: QK RMSNorm + 2D RoPE from the qkv projection into the (B, H, T, h) attention layout (kernels.md
-// §1 B; the Triton twin is dip_kernels/qk_norm_rope_triton.py). One warp per (token, head); each lane moves 16
+// Op B in CUDA: QK RMSNorm + 2D RoPE from the qkv projection into the (B, H, T, h) attention layout (docs/kernels.md
+// §1 B; the Triton twin is dip_kernels/qk_norm_rope/triton.py). One warp per (token, head); each lane moves 16
 // bytes (V elements = V/2 rotated pairs) at a time when the head size is whole vectors and the pointers align,
 // else one pair at a time. The backward writes dqkv and, per block, fp32 partial sums of the
 // two norm weights' gradients (blocks walk a fixed set of items, so the caller's sum is deterministic).

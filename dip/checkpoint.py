@@ -1,4 +1,4 @@
-"""Load and save DiP weights in the released checkpoint layout (dip-model.md §5).
+"""Load and save DiP weights in the released checkpoint layout (docs/model.md §5).
 
 Accepted inputs: the authors' PyTorch Lightning checkpoint (weights in ``ckpt["state_dict"]`` under
 ``denoiser.`` and ``ema_denoiser.``; EMA taken by default), a plain state dict, or either with the two prefixes
@@ -142,7 +142,7 @@ def weights_of(obj: dict, which: str = "ema") -> tuple[dict, str]:
 
 
 def adapt_label_table(state: dict, model: torch.nn.Module, key: str = "y_embedder.embedding_table.weight") -> dict:
-    """Fine-tuning on a different label set (features.md 5): when the class counts differ, the model keeps its
+    """Fine-tuning on a different label set: when the class counts differ, the model keeps its
     freshly initialised class rows and takes the source's null row (the unconditional embedding guidance uses)
     as its own null row (the last one). Other tensors are untouched; returns the adapted copy."""
     source, target = state.get(key), model.state_dict().get(key)

@@ -1,4 +1,4 @@
-"""Training data (dip-model.md §6): the ADM centre crop, ImageFolder, uint8 shards, the embedded digits set, and
+"""Training data (docs/model.md §6): the ADM centre crop, ImageFolder, uint8 shards, the embedded digits set, and
 the order of samples as a pure function of (seed, global sample index).
 
     python -m dip.data prepare --src /data/imagenet/train --out /data/in256 --size 256

@@ -1,4 +1,4 @@
-"""The Patch Detailer Head: a per-patch convolutional U-Net conditioned on the patch's DiT token (dip-model.md §3).
+"""The Patch Detailer Head: a per-patch convolutional U-Net conditioned on the patch's DiT token (docs/model.md §3).
 
 Generalisation (ours, §3 last paragraph): ``stages`` = min(4, log2 P) by default, widths base·2^k capped at
 ``max_width``; the bottleneck width is the last stage's width. P=16 and P=32 with the defaults reproduce the

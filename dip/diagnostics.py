@@ -1,4 +1,4 @@
-"""Patch diagnostics: what the Detailer head buys (features.md: "Asked for" 6).
+"""Patch diagnostics: what the Detailer head buys.
 
 - ``seam_score``: mean absolute difference between neighbouring pixels that straddle a patch border, over the
   same quantity inside patches (rows and columns pooled), minus 1: ~0 for images without a patch-period

@@ -1,4 +1,4 @@
-"""The diffusion maths of DiP in one place (dip-model.md §6–§7): rectified flow with t = 0 noise and t = 1 data,
+"""The diffusion maths of DiP in one place (docs/model.md §6–§7): rectified flow with t = 0 noise and t = 1 data,
 velocity prediction, logit-normal t, and the Euler / Heun / Euler–Maruyama samplers with classifier-free
 guidance over a guidance interval.
 
@@ -9,7 +9,7 @@ guidance over a guidance interval.
 Whether step i is inside the guidance interval is decided, by default, the authors' way: on the float32 grid
 (a float32 linspace, then the shift formula, in float32) compared with the bounds in float32 (``rule="float32"``).
 ``rule="exact"`` decides on the exact times i/N instead; the two differ at some (N, bound) pairs, e.g. N = 25 with
-high = 0.4, where the float32 t_10 is 0.39999998 (docs/model.md, "Sampling").
+high = 0.4, where the float32 t_10 is 0.39999998 (docs/model.md §7).
 """
 from __future__ import annotations
 

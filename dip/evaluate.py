@@ -1,4 +1,4 @@
-"""Evaluate generated images offline (features.md: "Asked for" 1, 6, 7): FID, sFID, Inception Score, precision and
+"""Evaluate generated images offline: FID, sFID, Inception Score, precision and
 recall with the ADM suite's definitions (dip/metrics.py) on the standard Inception network (dip/inception.py), plus
 the patch diagnostics that show what the Detailer head buys — the seam score and the radially averaged power
 spectrum (dip/diagnostics.py), with a PNG of the spectra.
@@ -33,8 +33,8 @@ from .diagnostics import plot_spectra, radial_spectrum, seam_from_terms, seam_te
 from .image_sources import ImageStream, npz_keys, open_images
 from .inception import InceptionFeatures
 from .metrics import NEIGHBOURS, RunningMoments, frechet_distance, inception_score, precision_recall
+from .distributed import init_distributed
 from .sample import SamplingSettings, add_sampling_args, generate, load_model, settings_from_args
-from .train import init_distributed
 
 ADM_STATS = ("mu", "sigma", "mu_s", "sigma_s")
 SWEEP_KEYS = {"cfg": "cfg_scale", "steps": "steps", "interval": "interval", "shift": "shift", "method": "method"}
@@ -231,7 +231,7 @@ def summary(metrics: dict) -> dict:
 
 
 class TrainingMonitor:
-    """Sample-quality metrics of a model during training (features.md: evaluation inside the training loop): the
+    """Sample-quality metrics of a model during training (evaluation inside the training loop): the
     reference statistics are computed once; each call draws ``num_samples`` class-balanced samples with the same
     per-sample seeds, so successive values differ by the model only."""
 

@@ -1,4 +1,5 @@
-"""Merged-GEMM layouts that keep the released checkpoint layout (dip-model.md §5; kernels.md §1, model-level wins):
+"""Merged-GEMM layouts that keep the released checkpoint layout (docs/model.md §5; model-level wins of
+docs/kernels.md §1):
 W1 and W3 of every SwiGLU as one GEMM (``blocks.{i}.mlp.w13``), and every block's adaLN Linear(c) as one GEMM
 (``adaLN_all``: c is the same for every block). These two functions convert state dicts between the layouts; the
 model's state-dict hooks apply them, so saving writes and loading reads the released names.

@@ -1,5 +1,5 @@
 """The fast sampling path: Euler with classifier-free guidance on static buffers, one step captured in a CUDA graph
-and replayed N times (dip-model.md §7; issue 8 item 3).
+and replayed N times (docs/model.md §7; issue 8 item 3).
 
 Each step is the same work on the same addresses — the model on the doubled batch [x, x] with labels
 [null, y], the guidance v_u + w·(v_c − v_u) and the update x ← x + Δt·v — so a single graph serves all steps; only

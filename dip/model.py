@@ -1,4 +1,4 @@
-"""DiP: a DiT on large pixel patches plus the Patch Detailer Head (dip-model.md §1–§3).
+"""DiP: a DiT on large pixel patches plus the Patch Detailer Head (docs/model.md §1–§3).
 
     model(x, t, y) -> v      x (B, C, H, W) noisy image in [-1, 1], t (B,) in [0, 1] (0 = noise), y (B,) int
                              labels in [0, K] (K = num_classes is the null class), v (B, C, H, W) velocity.
@@ -43,7 +43,7 @@ class DiP(nn.Module):
                  rope_span: float = 16.0,          # token grid coordinates span [0, rope_span]
                  time_max_period: float = 10.0,
                  eps: float = 1e-6,
-                 kernels=None,                     # backend name or {op: backend}; None: dip_kernels.get_backend() ($DIP_KERNELS, else "auto")
+                 kernels=None,                     # backend name or {op: backend}; None: dip_kernels.get_backend()
                  gradient_checkpointing: bool = False,
                  merged_projections: bool = False):  # W1|W3 and all adaLN Linears as single GEMMs (same checkpoints)
         super().__init__()
@@ -85,7 +85,7 @@ class DiP(nn.Module):
             self.merge_projections()
 
     def merge_projections(self) -> None:
-        """W1|W3 of every block and every block's adaLN Linear(c) become single GEMMs (kernels.md §1, model-level
+        """W1|W3 of every block and every block's adaLN Linear(c) become single GEMMs (docs/kernels.md §1, model-level
         wins). Values are kept (a seed gives the same model merged or not) and state dicts keep the released
         layout through hooks (``dip.fused_layout``)."""
         if self.merged_projections:
@@ -102,6 +102,15 @@ class DiP(nn.Module):
         self.merged_projections = True
         self._register_state_dict_hook(_released_names)
         self.register_load_state_dict_pre_hook(_merged_names)
+
+    def released_layout(self, state: dict) -> dict:
+        """``{name: tensor}`` of this model's parameters → the released checkpoint layout (docs/model.md §5), in
+        place; the identity unless projections are merged."""
+        return to_released(state, "", len(self.blocks)) if self.merged_projections else state
+
+    def model_layout(self, state: dict) -> dict:
+        """The inverse of ``released_layout``: released names → this model's parameter names, in place."""
+        return to_merged(state, "", len(self.blocks)) if self.merged_projections else state
 
     def initialize_weights(self) -> None:
         """The authors' initialisation (§2): patch embedding xavier-uniform / zero bias, label table and both
@@ -167,7 +176,7 @@ class DiP(nn.Module):
 
 
 def _released_names(module: DiP, state: dict, prefix: str, local_metadata) -> dict:
-    """state_dict hook of merged models: write the released layout (dip-model.md §5)."""
+    """state_dict hook of merged models: write the released layout (docs/model.md §5)."""
     return to_released(state, prefix, len(module.blocks))
 
 

@@ -1,7 +1,7 @@
-"""The preset registry (dip-model.md §4): architecture plus the training/sampling recipe defaults of each size.
+"""The preset registry (docs/model.md §4): architecture plus the training/sampling recipe defaults of each size.
 
 ``create_model("DiP-XL/16", **overrides)`` builds a preset; ``PRESETS`` doubles as the CLI choices.
-Paper presets carry the paper's recipe (§6, §7); DiP-T/8 carries the CPU-demo recipe measured in platform.md
+Paper presets carry the paper's recipe (§6, §7); DiP-T/8 carries the CPU-demo recipe measured on a 2-core CPU
 (lr 2e-3, EMA 0.999 with warm-up: the paper's lr 1e-4 / EMA 0.9999 stay at chance in a CPU-sized budget).
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from .model import DiP
 
 @dataclass(frozen=True)
 class Recipe:
-    """Training and sampling defaults of a preset (dip-model.md §6–§7)."""
+    """Training and sampling defaults of a preset (docs/model.md §6–§7)."""
 
     image_size: int = 256
     num_classes: int = 1000

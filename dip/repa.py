@@ -1,4 +1,4 @@
-"""REPA, the representation-alignment regulariser of DiP's training (dip-model.md §6), and a DINOv2 ViT that
+"""REPA, the representation-alignment regulariser of DiP's training (docs/model.md §6), and a DINOv2 ViT that
 loads the released ``dinov2_vitb14_pretrain.pth`` offline.
 
     loss_repa = mean over tokens of (1 − cos(projector(h_k), z)),   weight 0.5

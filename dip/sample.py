@@ -1,4 +1,4 @@
-"""Sample a trained DiP (dip-model.md §7): ``python -m dip.sample --ckpt CKPT`` or under torchrun.
+"""Sample a trained DiP (docs/model.md §7): ``python -m dip.sample --ckpt CKPT`` or under torchrun.
 
 Reads our training checkpoints (EMA weights, config) and the authors' / plain weight files (``--model`` then names
 the preset). Labels are class-balanced (sample i has class i mod K); sample i's noise is seeded by (seed, i), so
@@ -22,12 +22,14 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from dip_kernels import BACKENDS
+
 from .checkpoint import is_training_checkpoint, read_file, weights_of
 from .diffusion import INTERVAL_RULES, sample, to_uint8
+from .distributed import init_distributed
 from .graphed_sampler import GraphedEulerSampler, store_autocast_weights
 from .images import save_grid, save_npz
 from .presets import PRESETS, create_model, recipe
-from .train import init_distributed
 
 
 def load_model(ckpt: str, model_name: str | None, which: str, kernels: str | None, device) -> torch.nn.Module:
@@ -94,7 +96,7 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
     a("--seed", type=int, default=0)
     a("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when present")
     a("--precision", choices=["bf16", "fp32"], default=None, help="default bf16 on CUDA, fp32 on CPU")
-    a("--kernels", default=None, choices=["torch", "triton", "cuda", "auto"])
+    a("--kernels", default=None, choices=list(BACKENDS))
     a("--graph", action="store_true", help="CUDA-graph Euler sampling (static buffers; needs CUDA, --method euler)")
 
 

@@ -1,4 +1,4 @@
-"""Train DiP (dip-model.md §6): ``python -m dip.train`` or ``torchrun --nproc_per_node N -m dip.train``.
+"""Train DiP (docs/model.md §6): ``python -m dip.train`` or ``torchrun --nproc_per_node N -m dip.train``.
 
 Defaults come from the preset's recipe: the paper's for the paper presets, and for DiP-T/8 (the default) a
 recipe that trains in minutes on a CPU on the embedded digits set. ``--dry-run`` prints the resolved config.
@@ -27,13 +27,17 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from dip_kernels import BACKENDS
+
 from .checkpoint import adapt_label_table, atomic_write, read_file, weights_of
 from .data import load_batch, open_dataset, sample_indices
 from .diffusion import flow_loss, interpolate, logit_normal_t, sample
-from .fused_layout import to_merged, to_released
+from .distributed import init_distributed
+from .ema import EMA
 from .images import save_grid
 from .presets import PRESETS, create_model, recipe
 from .repa import DINOv2, Projector, encoder_input, repa_loss
+from .sample import SamplingSettings
 
 
 # ---------------------------------------------------------------------------------------------------- config
@@ -61,7 +65,7 @@ def parser() -> argparse.ArgumentParser:
     a("--compile", action="store_true", help="torch.compile the model")
     a("--grad-checkpointing", action="store_true")
     a("--merged-projections", action="store_true", help="W1|W3 and every adaLN Linear as single GEMMs")
-    a("--kernels", default=None, choices=["torch", "triton", "cuda", "auto"], help="ops backend (default auto)")
+    a("--kernels", default=None, choices=list(BACKENDS), help="ops backend (default auto)")
     a("--fsdp", action="store_true", help="shard parameters, gradients and optimizer state (FSDP2)")
     a("--deterministic", action="store_true", help="deterministic algorithms (exact resume on GPU)")
     a("--repa-encoder", default=None, help="DINOv2 ViT-B/14 weights (dinov2_vitb14_pretrain.pth); REPA off if absent")
@@ -104,65 +108,6 @@ def resolve(args: argparse.Namespace) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------- pieces
-def init_distributed(device: str = "auto") -> tuple[int, int, torch.device]:
-    """(rank, world size, device) from torchrun's environment; gloo on CPU, NCCL on GPU. ``device``: auto (CUDA
-    when present), cpu or cuda."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return rank, world, device
-
-
-class EMA:
-    """fp32 exponential moving average of the parameters, updated with foreach lerp (one fused pass).
-    With warm-up the decay is min(decay, (1 + n)/(10 + n)) at update n."""
-
-    def __init__(self, model: torch.nn.Module, decay: float, warmup: bool):
-        self.decay, self.warmup, self.updates = decay, warmup, 0
-        self.names = [n for n, _ in model.named_parameters()]
-        self.merged_depth = len(model.blocks) if getattr(model, "merged_projections", False) else 0
-        self.shadow = [p.detach().float().clone() for p in model.parameters()]
-
-    def decay_now(self) -> float:
-        return min(self.decay, (1 + self.updates) / (10 + self.updates)) if self.warmup else self.decay
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        torch._foreach_lerp_(self.shadow, [p.detach().float() for p in model.parameters()], 1 - self.decay_now())
-        self.updates += 1
-
-    def state_dict(self) -> dict:
-        """The EMA weights in the released layout (buffers are not averaged)."""
-        return to_released({n: _full(t).cpu() for n, t in zip(self.names, self.shadow)}, "", self.merged_depth)
-
-    def load_state_dict(self, state: dict, updates: int) -> None:
-        state = to_merged(dict(state), "", self.merged_depth)
-        for n, t in zip(self.names, self.shadow):
-            _copy_into(t, state[n])
-        self.updates = updates
-
-
-def _full(t: torch.Tensor) -> torch.Tensor:
-    """The whole tensor of a (possibly FSDP-sharded) parameter."""
-    return t.full_tensor() if hasattr(t, "full_tensor") else t
-
-
-def _copy_into(dst: torch.Tensor, full: torch.Tensor) -> None:
-    if hasattr(dst, "full_tensor"):  # DTensor shard: take our slice of the full tensor
-        from torch.distributed.tensor import distribute_tensor
-
-        full = distribute_tensor(full.to(dst.device, dst.dtype), dst.device_mesh, dst.placements)
-        dst.to_local().copy_(full.to_local())
-    else:
-        dst.copy_(full)
-
-
 def per_sample_draws(seed: int, indices: torch.Tensor, shape: tuple, device) -> tuple:
     """(noise (B, *shape), logit-normal draw n (B,), dropout uniform u (B,)) for global sample ``indices``: each
     sample's draws come from a generator seeded by (seed, its global index)."""
@@ -243,7 +188,7 @@ class Trainer:
 
     # -------------------------------------------------------------------------------------- set-up helpers
     def _initialise_from(self, model, path: str) -> None:
-        """Fine-tuning start (features.md 5): the source's EMA weights, its label table adapted to this data's
+        """Fine-tuning start: the source's EMA weights, its label table adapted to this data's
         classes (``adapt_label_table``)."""
         if not Path(path).is_file():
             raise FileNotFoundError(f"--init-from weights not found: {path}")
@@ -430,7 +375,6 @@ class Trainer:
     def evaluate(self) -> dict:
         """Metrics of the EMA model with the recipe's sampler (rank 0; the other ranks wait at the next
         collective, so keep --eval-samples modest on big models); the caller records them."""
-        from .sample import SamplingSettings  # dip.sample imports this module
 
         r = self.cfg["recipe"]
         settings = SamplingSettings(steps=r["sample_steps"], cfg_scale=r["cfg_scale"],

@@ -1,19 +1,13 @@
-"""dip_kernels: the fusable ops of DiP behind one seam (kernels.md §1, §4).
+"""dip_kernels: the fusable ops of DiP behind one seam (docs/architecture.md).
 
-Each op module holds the reference implementation (plain PyTorch, the ground truth, always available) and
-registers it under the ``torch`` backend; its Triton twin (``*_triton.py``) registers under ``triton`` when Triton
-imports. ``KernelTable(backend)`` resolves every op for a backend choice; models hold one.
+Each op is a package — ``reference.py`` (plain PyTorch, the ground truth, always available, registered under the
+``torch`` backend), ``op.py`` (custom ops, argument checks, registration of the kernel backends that can run
+here), ``triton.py`` and ``cuda.py`` (launchers). ``KernelTable(backend)`` resolves every op for a backend choice
+(or a mixed ``{op: backend}`` table); models hold one. The CUDA backend needs no Triton and the Triton backend no
+CUDA extension.
 """
-import importlib.util
-
-from . import attention, block_boundary, detailer, final_context, patchify, qk_norm_rope, swiglu  # noqa: F401
+from . import attention, block_boundary, detailer, final_context, patch_embed, qk_norm_rope, swiglu  # noqa: F401
 from .registry import BACKENDS, KernelTable, check_backend, get_backend, implementations, ops, resolve, set_backend
-
-if importlib.util.find_spec("triton") is not None:
-    from . import (block_boundary_triton, detailer_triton, final_context_triton, patch_embed_triton,  # noqa: F401
-                   qk_norm_rope_triton, swiglu_triton)
-    from . import (block_boundary_cuda, detailer_cuda, final_context_cuda, patchify_cuda,  # noqa: F401
-                   qk_norm_rope_cuda)
 
 __all__ = ["BACKENDS", "KernelTable", "check_backend", "get_backend", "implementations", "ops", "resolve",
            "set_backend"]

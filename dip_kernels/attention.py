@@ -1,4 +1,4 @@
-"""Scaled dot-product attention without mask (dip-model.md §2), behind the same backend switch.
+"""Scaled dot-product attention without mask (docs/model.md §2), behind the same backend switch.
 
 ``torch``: PyTorch's ``scaled_dot_product_attention`` (picks flash / memory-efficient / math itself).
 ``cuda``: flash-attn's ``flash_attn_func`` when that optional package imports, on fp16/bf16 CUDA tensors;

@@ -4,6 +4,7 @@ Triton and CUDA twins, and the deterministic second pass of per-program partial 
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
@@ -36,7 +37,7 @@ def check_patch_grid(name: str, img: torch.Tensor, patch_size: int) -> None:
 def strided_rows(t: torch.Tensor) -> torch.Tensor:
     """A 2-D ``t`` for a kernel that takes its row stride and assumes unit column stride: ``t`` itself when its
     column stride is 1 (any row stride, 0 included: an expanded row), else a dense copy. Every other layout a kernel
-    reads goes through ``Tensor.contiguous()``, which checks every stride (docs/kernels.md, "Layouts")."""
+    reads goes through ``Tensor.contiguous()``, which checks every stride (docs/kernels.md §3)."""
     if t.dim() != 2:
         raise ValueError(f"strided_rows takes a 2-D tensor, got shape {tuple(t.shape)}")
     return t if t.stride(1) == 1 or t.shape[1] == 1 else t.contiguous()
@@ -57,6 +58,18 @@ def device_guard(t: torch.Tensor):
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
+LAUNCH_AS_SMS = "DIP_LAUNCH_AS_SMS"
+
+
+def gpu_sms(device: torch.device) -> int | None:
+    """Multiprocessors whose launch geometry (tiles, split counts) launches on ``device`` follow: the GPU's own; for
+    CPU tensors ``$DIP_LAUNCH_AS_SMS`` when set (benchmarks/kernel_report.py sizes launches as on that GPU without
+    one), else None: the small geometry the interpreter and the emulator run fast."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return int(os.environ[LAUNCH_AS_SMS]) if os.environ.get(LAUNCH_AS_SMS) else None
+
+
 def cdiv(a: int, b: int) -> int:
     """⌈a / b⌉ for non-negative integers."""
     return -(-a // b)
@@ -73,14 +86,19 @@ def rows_per_program(block_d: int) -> int:
 
 
 def reduction_chunks(t: torch.Tensor, batch: int, tokens: int, rows: int) -> int:
-    """Programs per sample for per-sample reductions: enough programs to fill the GPU (or 2 on CPU tensors, so the
-    multi-chunk path is tested by the interpreter and the emulator)."""
-    if not t.is_cuda:
+    """Programs per sample for per-sample reductions: enough programs to fill the GPU (or 2 with the small geometry,
+    so the multi-chunk path is tested by the interpreter and the emulator)."""
+    sms = gpu_sms(t.device)
+    if sms is None:
         return max(1, min(2, tokens))
-    sms = torch.cuda.get_device_properties(t.device).multi_processor_count
-    return max(1, min(cdiv(tokens, rows), cdiv(2 * sms, batch)))
+    return max(1, min(cdiv(tokens, rows), 2 * sms // batch))  # at most two programs per SM: no partial second wave
 
 
 def sum_partials(partials: torch.Tensor, groups: int, dtype: torch.dtype) -> torch.Tensor:
     """Deterministic second pass: (groups·k, D) fp32 partials → (groups, D) sums in ``dtype``."""
     return partials.view(groups, -1, partials.shape[-1]).sum(1).to(dtype)
+
+
+def nhwc_empty(N: int, C: int, S: int, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A new (N, C, S, S) tensor in channels_last memory (NHWC)."""
+    return torch.empty(N, S, S, C, device=like.device, dtype=dtype).permute(0, 3, 1, 2)

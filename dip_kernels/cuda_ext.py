@@ -14,6 +14,8 @@ import os
 
 import torch
 
+from .checks import gpu_sms
+
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}  # as csrc/common.cuh
 EMULATED_SMS = 4  # "multiprocessors" of the emulator, for launch-size heuristics
 
@@ -65,6 +67,4 @@ def check_device(name: str, t: torch.Tensor) -> None:
 
 def multiprocessors(device: torch.device) -> int:
     """SM count of ``device`` (the emulator's nominal count for CPU tensors)."""
-    if device.type != "cuda":
-        return EMULATED_SMS
-    return torch.cuda.get_device_properties(device).multi_processor_count
+    return gpu_sms(device) or EMULATED_SMS

@@ -1,4 +1,4 @@
-"""Backend registry and selection for the fusable ops (kernels.md §1, §4).
+"""Backend registry and selection for the fusable ops (docs/kernels.md §1, §4).
 
 Every op has a reference implementation in plain PyTorch (backend ``torch``), registered by the module that
 defines it. Triton and CUDA implementations register themselves under ``triton`` / ``cuda`` when their modules
@@ -16,6 +16,7 @@ Rules:
 """
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 from typing import Callable, Dict, Mapping
@@ -37,6 +38,23 @@ def register(op: str, backend: str):
         return fn
 
     return wrap
+
+
+def load_launchers(package: str, backends: tuple = ("triton", "cuda")) -> dict:
+    """``{backend: launcher module}`` of an op package (docs/architecture.md) for the backends installed here:
+    ``triton`` when the triton package imports, ``cuda`` when the extension (or its emulated twin) was built.
+    Either may be missing without affecting the other."""
+    from .cuda_ext import extension
+
+    found = {}
+    for backend in backends:
+        if backend == "cuda" and extension() is None:
+            continue
+        try:
+            found[backend] = importlib.import_module(f"{package}.{backend}")
+        except ImportError:  # triton not installed
+            continue
+    return found
 
 
 def ops() -> tuple:

@@ -1,4 +1,4 @@
-"""Test set-up: the Triton interpreter and the CUDA-kernel emulator on machines without a CUDA device (kernels.md
+"""Test set-up: the Triton interpreter and the CUDA-kernel emulator on machines without a CUDA device (docs/kernels.md
 §5).
 
 TRITON_INTERPRET must be set before any module defining ``@triton.jit`` kernels is imported, and only where no
@@ -54,6 +54,15 @@ def cuda_kernels_run_on(device) -> bool:
     from dip_kernels.cuda_ext import emulated, extension
 
     return extension() is not None and (device.type == "cuda" or (device.type == "cpu" and emulated()))
+
+
+def backend_ops(backend: str):
+    """Attribute access to the ``backend`` implementation of every op that has one (``ops.block_boundary`` …)."""
+    from types import SimpleNamespace
+
+    from dip_kernels import implementations, ops
+
+    return SimpleNamespace(**{op: implementations(op)[backend] for op in ops() if backend in implementations(op)})
 
 
 def backend_module(request, device, modules: dict):

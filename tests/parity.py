@@ -1,4 +1,4 @@
-"""The parity rule of kernels.md §2 (the one flash-attention uses), shared by every kernel test.
+"""The parity rule of docs/kernels.md §2 (the one flash-attention uses), shared by every kernel test.
 
 A kernel passes if max|kernel − ref| ≤ 2·max|eager − ref| + atol, where ref is computed in fp64 on upcast
 inputs and eager is the reference op run in the inputs' own precision. atol is 1e-4 (fp32) or 5e-2 (bf16/fp16),
@@ -54,7 +54,7 @@ def upcast(args):
 
 class poisoned_allocations:
     """Inside the block, new float tensors from torch.empty / empty_like / new_empty are NaN-filled, so an
-    element a kernel fails to write makes the result non-finite (kernels.md §2)."""
+    element a kernel fails to write makes the result non-finite (docs/kernels.md §2)."""
 
     def __enter__(self):
         self.saved = torch.empty, torch.empty_like, torch.Tensor.new_empty
@@ -93,5 +93,18 @@ def check_against_reference(device, dtype, kernel_fn, ref_fn, args, grad_shapes,
     for name, k, e, r, n in zip(out_names, outs, e_outs, r_outs, out_n):
         assert_parity(name, k, e, r, dtype, n=n)
     for name, k, e, r, n in zip(grad_names, got, eager, ref, grad_n):
+        assert_parity(name, k, e, r, dtype, n=n)
+    return outs
+
+
+def compare(fn_kernel, fn_ref, args, grads, dtype, out_names, grad_names, sums):
+    """Outputs and input gradients of ``fn_kernel`` against ``fn_ref`` (in the inputs' precision and in fp64) under
+    the parity rule; ``sums``: terms summed into each gradient value. Returns the kernel's outputs."""
+    outs, got = run_with_grads(fn_kernel, args, grads)
+    e_outs, eager = run_with_grads(fn_ref, args, grads)
+    r_outs, ref = run_with_grads(fn_ref, upcast(args), [g.double() for g in grads])
+    for name, k, e, r in zip(out_names, outs, e_outs, r_outs):
+        assert_parity(name, k, e, r, dtype)
+    for name, k, e, r, n in zip(grad_names, got, eager, ref, sums):
         assert_parity(name, k, e, r, dtype, n=n)
     return outs

@@ -25,7 +25,7 @@ def test_bench_detailer_runs_and_writes_json(tmp_path):
 
 
 def test_head_flops_formula_matches_the_paper_scale():
-    """kernels.md §1: the DiP-XL/16 head is ≈1.1 TFLOP forward at 8,192 patches."""
+    """docs/kernels.md §1: the DiP-XL/16 head is ≈1.1 TFLOP forward at 8,192 patches."""
     head = create_model("DiP-T/8").local_decoder
     assert bench_detailer.head_flops(head, 1) > 0
     with torch.device("meta"):
@@ -42,14 +42,14 @@ def test_ci_runs_the_readme_test_command():
     assert lines[3] == 'DIP_SKIP_CUDA=1 pip install -e ".[demo]" && python -m dip.train' and lines[4] == command
 
 
-def test_bench_adaln_runs_every_op_and_column(tmp_path):
-    import bench_adaln
+def test_bench_ops_runs_every_op_and_column(tmp_path):
+    import bench_ops
 
     out = tmp_path / "adaln.json"
-    rows = bench_adaln.main(["--reps", "1", "--out", str(out)])
+    rows = bench_ops.main(["--reps", "1", "--out", str(out)])
     impls = {r["impl"] for r in rows}
     assert {"eager", "compile", "triton"} <= impls  # triton interpreted on CPU (conftest)
-    assert {r["op"] for r in rows} == set(bench_adaln.OPS)
+    assert {r["op"] for r in rows} == set(bench_ops.OPS)
     assert json.loads(out.read_text())["copy_gbps"] > 0
 
 
@@ -65,7 +65,7 @@ def test_bench_model_runs_and_counts_flops(tmp_path):
     with torch.device("meta"):
         xl = create_model("DiP-XL/16")
     dit = bench_model.forward_flops(xl) - bench_detailer.head_flops(xl.local_decoder, 256)
-    assert abs(3 * 32 * dit / 1e12 - 21) < 1.5  # kernels.md: DiT GEMMs + attention ≈ 21 TFLOP per step at batch 32
+    assert abs(3 * 32 * dit / 1e12 - 21) < 1.5  # docs/kernels.md: DiT GEMMs + attention ≈ 21 TFLOP per step at batch 32
 
 
 def test_overfit_single_image_runs(tmp_path):

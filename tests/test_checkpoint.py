@@ -1,4 +1,4 @@
-"""The released checkpoint layout (dip-model.md §5): strict loading, Lightning files, formats, errors."""
+"""The released checkpoint layout (docs/model.md §5): strict loading, Lightning files, formats, errors."""
 import os
 
 import pytest
@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from dip import create_model
 from dip.checkpoint import load_weights, read_file, save_weights
-from dip_kernels.patchify import patch_embed, patchify, unpatchify
+from dip_kernels.patch_embed import patch_embed, patchify, unpatchify
 
 
 def released_shapes(depth, D, heads, K, P, mlp, head_widths=(64, 128, 256, 512)):

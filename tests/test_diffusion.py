@@ -1,4 +1,4 @@
-"""The diffusion maths (dip-model.md §6–§7) on cases with known answers."""
+"""The diffusion maths (docs/model.md §6–§7) on cases with known answers."""
 import pytest
 import torch
 

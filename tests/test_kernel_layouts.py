@@ -1,6 +1,6 @@
 """Property tests: every kernel (Triton interpreted / CUDA emulated without a GPU, compiled on one) forward and
 backward, with random memory layouts of every input and every upstream gradient, against the fp64 reference
-under the parity rule (docs/kernels.md, "Layouts"). Layouts: transposed memory, row-strided views of wider
+under the parity rule (docs/kernels.md §3). Layouts: transposed memory, row-strided views of wider
 buffers, stride-0 expanded rows, storage offsets that break 16-byte alignment, channels_last."""
 import pytest
 import torch

@@ -28,8 +28,8 @@ def special(bits: int) -> torch.Tensor:
 def _outputs_and_grads(impl, c, leaves, grads, autocast):
     with torch.autocast(next(iter(leaves.values())).device.type, dtype=torch.bfloat16, enabled=autocast):
         outs = c.call(impl, leaves)
-    got = torch.autograd.grad(list(outs), [t for t in leaves.values() if t.requires_grad], [g.to(o.dtype) for o, g in zip(outs, grads)],
-                              allow_unused=True)
+    wanted = [t for t in leaves.values() if t.requires_grad]
+    got = torch.autograd.grad(list(outs), wanted, [g.to(o.dtype) for o, g in zip(outs, grads)], allow_unused=True)
     return [o.float() for o in outs], [g for g in got if g is not None]
 
 

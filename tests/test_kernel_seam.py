@@ -1,4 +1,4 @@
-"""The backend switch (kernels.md §4): names, process default, environment variable, per-model choice, report."""
+"""The backend switch (docs/kernels.md §4): names, process default, environment variable, per-model choice, report."""
 import pytest
 import torch
 

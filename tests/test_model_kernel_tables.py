@@ -1,4 +1,4 @@
-"""Whole-model gradient parity for every op table a user can end up with (docs/kernels.md, "Layouts"): each
+"""Whole-model gradient parity for every op table a user can end up with (docs/kernels.md §3): each
 architecture row of the ``auto`` preference table (the measured JSON when present), ``kernels="triton"``,
 ``kernels="cuda"``, and mixed tables that put one kernel among reference ops, at P = 8, 16 and 32 (the 1×1
 Detailer bottleneck at P = 8 and 16, 2×2 at P = 32), with and without merged projections and gradient
@@ -77,6 +77,9 @@ def _gradients(model, x, t, y, grad):
     return {n: p.grad.detach().clone() for n, p in model.named_parameters()}
 
 
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # CPU: interpreter and emulator
+
+
 @functools.lru_cache(maxsize=4)
 def _setup(P: int, variant: str):
     """The randomised model, its inputs, and the eager fp32 and fp64 reference gradients (cached per P, variant)."""
@@ -85,12 +88,14 @@ def _setup(P: int, variant: str):
     model = create_model("DiP-T/8", patch_size=P, image_size=2 * P, depth=2, hidden_size=32, num_heads=2,
                          head_base_width=4, kernels="torch", merged_projections=merged, gradient_checkpointing=ckpt)
     _randomise(model, seed=P)
+    model.to(DEVICE)
     g = torch.Generator().manual_seed(P)
     B = 1 if P == 32 else 2  # batch 2 checks per-sample indexing; P = 32 keeps one sample for time
     x = torch.randn(B, 3, 2 * P, P, generator=g)
     t = torch.rand(B, generator=g)
     y = torch.tensor([3, model.num_classes][:B])
     grad = torch.randn(x.shape, generator=g)
+    x, t, y, grad = (a.to(DEVICE) for a in (x, t, y, grad))
     eager = _gradients(model, x, t, y, grad)
     ref_model = copy.deepcopy(model).double()
     ref = _gradients(ref_model, x.double(), t.double(), y, grad.double())
@@ -99,14 +104,13 @@ def _setup(P: int, variant: str):
 
 @pytest.mark.parametrize("name,table,P,variant", CONFIGS, ids=[f"{c[0]}-P{c[2]}-{c[3]}" for c in CONFIGS])
 def test_every_reachable_table_gives_reference_gradients(name, table, P, variant):
-    device = torch.device("cpu")
     uses_cuda = table == "cuda" or (isinstance(table, dict) and "cuda" in table.values())
-    if uses_cuda and not cuda_kernels_run_on(device):
+    if uses_cuda and not cuda_kernels_run_on(DEVICE):
         pytest.skip("the CUDA extension needs a CUDA device (or its emulator)")
     model, (x, t, y, grad), eager, ref = _setup(P, variant)
     model.set_kernels(table)
     try:
-        report = model.kernel_report("cpu")
+        report = model.kernel_report(DEVICE.type)
         wanted = table if isinstance(table, dict) else {op: table for op in report}
         ran = {op for op, b in report.items() if b != "torch"}
         assert ran, f"{name}: no kernel ran (report {report})"

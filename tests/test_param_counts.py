@@ -1,4 +1,4 @@
-"""Parameter counts of dip-model.md §3–§4, on the meta device (no memory)."""
+"""Parameter counts of docs/model.md §3–§4, on the meta device (no memory)."""
 import pytest
 import torch
 
@@ -23,7 +23,7 @@ def test_dip_xl16_total_backbone_and_head():
     assert count(m.s_embedder) + count(m.t_embedder) + count(m.y_embedder) == 3_663_360
 
 
-HEAD_TABLE = {  # dip-model.md §3, per layer at P=16, D=1152
+HEAD_TABLE = {  # docs/model.md §3, per layer at P=16, D=1152
     "enc1": 1_792, "enc2": 73_856, "enc3": 295_168, "enc4": 1_180_160, "bottleneck": 852_480,
     "up4": 1_049_088, "dec4": 2_359_552, "up3": 262_400, "dec3": 589_952, "up2": 65_664, "dec2": 147_520,
     "up1": 16_448, "dec1": 73_792, "out_conv": 195,

@@ -1,4 +1,4 @@
-"""The reference ops against independent formulas, and the bf16-autocast precision chain of dip-model.md §7b."""
+"""The reference ops against independent formulas, and the bf16-autocast precision chain of docs/model.md §7b."""
 import importlib.util
 import math
 

@@ -1,4 +1,4 @@
-"""REPA (dip-model.md §6) with a small DINOv2 stand-in: loading, token alignment, loss, training with it."""
+"""REPA (docs/model.md §6) with a small DINOv2 stand-in: loading, token alignment, loss, training with it."""
 import pytest
 import torch
 

@@ -1,4 +1,4 @@
-"""Training end to end on CPU (dip-model.md §6): loss goes down, DDP matches one process, resume is exact,
+"""Training end to end on CPU (docs/model.md §6): loss goes down, DDP matches one process, resume is exact,
 non-finite steps are skipped, corrupt checkpoints are passed over."""
 import json
 import os

@@ -17,8 +17,12 @@ import triton.language as tl
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from dip_kernels import (block_boundary_triton, detailer_conv_triton, final_context_triton, patch_embed_triton,
-                         qk_norm_rope_triton, swiglu_triton)
+from dip_kernels.block_boundary import triton as block_boundary_triton
+from dip_kernels.detailer import conv_triton as detailer_conv_triton
+from dip_kernels.final_context import triton as final_context_triton
+from dip_kernels.patch_embed import triton as patch_embed_triton
+from dip_kernels.qk_norm_rope import triton as qk_norm_rope_triton
+from dip_kernels.swiglu import triton as swiglu_triton
 
 FP32_NAMES = ("rstd_ptr", "mean_ptr", "w_ptr", "p_gate_ptr", "p_shift_ptr", "p_scale_ptr", "p_w_ptr", "cos_ptr",
               "sin_ptr", "qw_ptr", "kw_ptr", "pw_ptr", "part_ptr", "dw_ptr", "db_ptr", "bias_ptr", "bo_ptr")

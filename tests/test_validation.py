@@ -1,4 +1,4 @@
-"""Bad input gets a ValueError naming the argument and the expected value (DEVELOPERS.md, Standards)."""
+"""Bad input gets a ValueError naming the argument and the expected value."""
 import pytest
 import torch
 

@@ -1,0 +1,4 @@
+"""Op A, the adaLN block boundary: ``reference`` (ground truth), ``op`` (custom ops, checks, registration),
+``triton`` and ``cuda`` (launchers). See docs/architecture.md."""
+from . import op  # noqa: F401  (registers the kernel backends that can run here)
+from .reference import block_boundary, modulated_norm, rms_norm  # noqa: F401

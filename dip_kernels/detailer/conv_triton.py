@@ -1,0 +1,343 @@
+"""Implicit-GEMM convolution kernels for the Patch Detailer Head (docs/kernels.md §1 row D), NHWC, on tensor cores.
+
+Every patch is a tiny S×S image with zero padding at its border. Two generic kernels cover every layer, forward
+and backward:
+
+``conv_fwd``: out[m, j] = Σ_{tap, c} src[pixel(m)·stride + tap − pad, c] · W[tap, c, j]  (+ bias, SiLU)
+    - up to two sources read as one channel range [A | B]: a concatenation that is never materialised (decoder:
+      [up-sampled, skip]; bottleneck: [pooled, the patch's DiT token broadcast over pixels by stride 0);
+    - every operand is addressed as (image, patch-grid row, patch-grid column, pixel row, pixel column, channel),
+      so a source or destination may be an NHWC patch tensor or the (B, C, H, W) image itself (the first conv reads
+      the noisy image, the output conv writes the velocity image: no patchify/unpatchify copies);
+    - epilogue: bias, the pre-activation stored for the backward, SiLU, the output, and the 2×2 max-pool as a
+      second output (output rows are ordered window-major, so a tile holds whole windows);
+    - ``SCATTER2``: columns j = (a, b, c) of a ConvTranspose 2×2/2 are scattered to pixel (2y + a, 2x + b);
+    - the dgrad of a conv is this kernel on the pre-activation gradient with flipped, transposed weights (negative
+      strides), and the dgrad of the ConvTranspose is a 2×2 stride-2 conv.
+``conv_wgrad``: dW[tap, c, j] = Σ_m src[pixel(m) + tap − pad, c] · g[m, j], split over m into fp32 partials
+    that a second pass sums (deterministic; no atomics).
+``act_bwd``: SiLU backward from the saved pre-activation, plus the max-pool backward: the gradient goes to the
+    first maximum of each window (as PyTorch does), decided in the forward on the fp32 activations and saved as
+    an int8 index (so bf16 ties cannot send it elsewhere).
+
+Offsets are 64-bit. Operands are cast to the compute dtype (bf16 under autocast) in registers; accumulation is
+fp32. Interpreted (no GPU), operands are rounded to the compute dtype by hand and multiplied in fp32, because the
+interpreter's bf16 conversions and dots are wrong (docs/kernels.md §5).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import triton
+import triton.language as tl
+
+from ..checks import gpu_sms, nhwc_empty
+from ..triton_support import cast_to, dot_args, operand
+
+class Operand(NamedTuple):
+    """Addressing of an NHWC-like operand: offset = patch base + y·sy + x·sx + c·sc, where patch n sits at
+    (n // T)·sb + ((n % T) // GW)·sgy + ((n % T) % GW)·sgx."""
+
+    t: torch.Tensor
+    T: int
+    GW: int
+    sb: int
+    sgy: int
+    sgx: int
+    sy: int
+    sx: int
+    sc: int
+    C: int
+
+    def args(self):
+        return (self.t, self.T, self.GW, self.sb, self.sgy, self.sgx, self.sy, self.sx, self.sc)
+
+
+def patches(x: torch.Tensor) -> Operand:
+    """(N, C, S, S) patch tensor of any strides (channels_last is NHWC)."""
+    sn, sc, sy, sx = x.stride()
+    return Operand(x, 1, 1, sn, 0, 0, sy, sx, sc, x.shape[1])
+
+
+def image(img: torch.Tensor, patch_size: int) -> Operand:
+    """The (B, C, H, W) image seen as its (B·T, C, P, P) patches, row-major over the patch grid."""
+    B, C, H, W = img.shape
+    sb, sc, sh, sw = img.stride()
+    P = patch_size
+    return Operand(img, (H // P) * (W // P), W // P, sb, P * sh, P * sw, sh, sw, sc, C)
+
+
+def broadcast(ctx: torch.Tensor) -> Operand:
+    """(N, D) per-patch vectors broadcast over every pixel (stride 0): the bottleneck's tiled DiT token."""
+    return Operand(ctx, 1, 1, ctx.stride(0), 0, 0, 0, 0, ctx.stride(1), ctx.shape[1])
+
+
+def _fwd_tiles(device):
+    return dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=3) if gpu_sms(device) else \
+        dict(BLOCK_M=64, BLOCK_N=16, BLOCK_K=16)  # interpreted: few, wide programs (each costs milliseconds)
+
+
+def _wgrad_tiles(device):
+    return dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=64, num_warps=4, num_stages=3) if gpu_sms(device) else \
+        dict(BLOCK_M=64, BLOCK_N=16, BLOCK_K=16)
+
+
+# ---------------------------------------------------------------------------------------------------- kernels
+@triton.jit
+def _patch_base(n, T, GW, sb, sgy, sgx):
+    n = n.to(tl.int64)
+    tok = n % T
+    return (n // T) * sb + (tok // GW) * sgy + (tok % GW) * sgx
+
+
+@triton.jit
+def _pixels(m, SO, HALF, NP, ORDER: tl.constexpr):
+    """(patch, y, x) of output rows m. ORDER 0: patch-major, pixels row-major; 1: window-major (the 4 pixels of
+    each 2×2 window consecutive, for the pool epilogue); 2: pixel-major (row m = pixel·NP + patch, so a tile sees
+    one pixel position of many patches and every tap is valid or padded for the whole tile: padded taps are
+    skipped, e.g. 5 of 9 at 2×2 and 44 of 144 at 4×4)."""
+    m = m.to(tl.int64)
+    if ORDER == 2:
+        p = m // NP
+        return m % NP, p // SO, p % SO
+    per = SO * SO
+    n = m // per
+    q = m % per
+    if ORDER == 1:
+        w = q // 4
+        sub = q % 4
+        y = (w // HALF) * 2 + sub // 2
+        x = (w % HALF) * 2 + sub % 2
+    else:
+        y = q // SO
+        x = q % SO
+    return n, y, x
+
+
+@triton.jit
+def _conv_fwd_kernel(a_ptr, a_T, a_GW, a_sb, a_sgy, a_sgx, a_sy, a_sx, a_sc, CA,
+                     b_ptr, b_T, b_GW, b_sb, b_sgy, b_sgx, b_sy, b_sx, b_sc, CB,
+                     w_ptr, W_BASE, w_sy, w_sx, w_sk, w_sn, bias_ptr, wo_ptr, bo_ptr, NOUT,
+                     o_ptr, o_T, o_GW, o_sb, o_sgy, o_sgx, o_sy, o_sx, o_sc,
+                     pre_ptr, pool_ptr, idx_ptr, M, NCOL, COUT, SO, SI, HALF, NP,
+                     KS: tl.constexpr, STRIDE: tl.constexpr, PAD: tl.constexpr, HAS_B: tl.constexpr,
+                     HAS_BIAS: tl.constexpr, SILU: tl.constexpr, STORE_PRE: tl.constexpr, POOL: tl.constexpr,
+                     ORDER: tl.constexpr, SCATTER2: tl.constexpr, FUSE_OUT: tl.constexpr, COMPUTE: tl.constexpr,
+                     UPCAST: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                     BLOCK_K: tl.constexpr, BLOCK_O: tl.constexpr):
+    rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    mmask, nmask = rm < M, rn < NCOL
+    n, y, x = _pixels(rm, SO, HALF, NP, ORDER)
+    a_base = _patch_base(n, a_T, a_GW, a_sb, a_sgy, a_sgx)
+    b_base = _patch_base(n, b_T, b_GW, b_sb, b_sgy, b_sgx)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for tap in tl.static_range(KS * KS):
+        iy = y * STRIDE + (tap // KS - PAD)
+        ix = x * STRIDE + (tap % KS - PAD)
+        valid = mmask & (iy >= 0) & (iy < SI) & (ix >= 0) & (ix < SI)
+        if tl.max(valid.to(tl.int32), axis=0) > 0:  # a tap padded for every row of the tile is skipped
+            w_tap = w_ptr + W_BASE + (tap // KS) * w_sy + (tap % KS) * w_sx
+            a_pix = a_base + iy * a_sy + ix * a_sx
+            for c0 in range(0, CA, BLOCK_K):
+                c = c0 + rk
+                src = tl.load(a_ptr + a_pix[:, None] + c[None, :] * a_sc, mask=valid[:, None] & (c < CA)[None, :],
+                              other=0.0)
+                w = tl.load(w_tap + c[:, None] * w_sk + rn[None, :] * w_sn,
+                            mask=(c < CA)[:, None] & nmask[None, :], other=0.0)
+                acc = tl.dot(operand(src, COMPUTE, UPCAST), operand(w, COMPUTE, UPCAST), acc,
+                             input_precision=PRECISION)
+            if HAS_B:
+                b_pix = b_base + iy * b_sy + ix * b_sx
+                for c0 in range(0, CB, BLOCK_K):
+                    c = c0 + rk
+                    src = tl.load(b_ptr + b_pix[:, None] + c[None, :] * b_sc,
+                                  mask=valid[:, None] & (c < CB)[None, :], other=0.0)
+                    w = tl.load(w_tap + (CA + c)[:, None] * w_sk + rn[None, :] * w_sn,
+                                mask=(c < CB)[:, None] & nmask[None, :], other=0.0)
+                    acc = tl.dot(operand(src, COMPUTE, UPCAST), operand(w, COMPUTE, UPCAST), acc,
+                                 input_precision=PRECISION)
+    if SCATTER2:  # columns (a, b, c) of a ConvTranspose 2×2/2
+        co = rn % COUT
+        col_off = (rn // (2 * COUT)) * o_sy + ((rn // COUT) % 2) * o_sx + co * o_sc
+        pix_off = (2 * y) * o_sy + (2 * x) * o_sx
+    else:
+        co = rn
+        col_off = co * o_sc
+        pix_off = y * o_sy + x * o_sx
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + co, mask=nmask, other=0.0).to(tl.float32)[None, :]
+    mask = mmask[:, None] & nmask[None, :]
+    if STORE_PRE:  # contiguous NHWC (N, SO, SO, NCOL)
+        pix = (n * SO + y) * SO + x
+        tl.store(pre_ptr + pix[:, None] * NCOL + rn[None, :], cast_to(acc, pre_ptr.dtype.element_ty), mask=mask)
+    if SILU:
+        acc = acc * tl.sigmoid(acc)
+    o_base = _patch_base(n, o_T, o_GW, o_sb, o_sgy, o_sgx)
+    if FUSE_OUT:  # the output 1×1 conv on this tile's activations (all channels are here), written to the image
+        ro = tl.arange(0, BLOCK_O)
+        wo = tl.load(wo_ptr + rn[:, None] * NOUT + ro[None, :], mask=nmask[:, None] & (ro < NOUT)[None, :], other=0.0)
+        img = tl.dot(operand(tl.where(mask, acc, 0.0), COMPUTE, UPCAST), operand(wo, COMPUTE, UPCAST),
+                     tl.zeros([BLOCK_M, BLOCK_O], dtype=tl.float32), input_precision=PRECISION)
+        img += tl.load(bo_ptr + ro, mask=ro < NOUT, other=0.0).to(tl.float32)[None, :]
+        tl.store(o_ptr + (o_base + pix_off)[:, None] + (ro * o_sc)[None, :], cast_to(img, o_ptr.dtype.element_ty),
+                 mask=mmask[:, None] & (ro < NOUT)[None, :])
+    else:
+        out = cast_to(acc, o_ptr.dtype.element_ty)
+        tl.store(o_ptr + (o_base + pix_off)[:, None] + col_off[None, :], out, mask=mask)
+    if POOL:  # window-major rows: each group of 4 is a window; pooled and argmax are contiguous NHWC
+        v = tl.reshape(acc, (BLOCK_M // 4, 4, BLOCK_N))  # fp32 activations: the argmax is decided before rounding
+        sub = tl.reshape(tl.broadcast_to((rm % 4)[:, None], (BLOCK_M, BLOCK_N)), (BLOCK_M // 4, 4, BLOCK_N))
+        nan = v != v  # a NaN is the maximum, as in PyTorch (a diverging run must not pool it away)
+        first_nan = tl.min(tl.where(nan, sub, 4), axis=1)
+        best = tl.max(tl.where(nan, float("-inf"), v), axis=1)
+        first = tl.min(tl.where(v == best[:, None, :], sub, 4), axis=1)  # the first maximum, as PyTorch
+        best = tl.where(first_nan < 4, tl.sum(tl.where(nan, v, 0.0), axis=1), best)
+        first = tl.where(first_nan < 4, first_nan, first)
+        win = (tl.program_id(0) * (BLOCK_M // 4) + tl.arange(0, BLOCK_M // 4)).to(tl.int64)
+        wmask = (win < M // 4)[:, None] & nmask[None, :]
+        tl.store(pool_ptr + win[:, None] * NCOL + rn[None, :], cast_to(best, pool_ptr.dtype.element_ty), mask=wmask)
+        tl.store(idx_ptr + win[:, None] * NCOL + rn[None, :], first.to(tl.int8), mask=wmask)
+
+
+@triton.jit
+def _conv_wgrad_kernel(a_ptr, a_T, a_GW, a_sb, a_sgy, a_sgx, a_sy, a_sx, a_sc, CA,
+                       b_ptr, b_T, b_GW, b_sb, b_sgy, b_sgx, b_sy, b_sx, b_sc, CB,
+                       g_ptr, g_T, g_GW, g_sb, g_sgy, g_sgx, g_sy, g_sx, g_sc,
+                       part_ptr, M, NCOL, COUT, SO, SI, NP, M_PER_SPLIT,
+                       KS: tl.constexpr, STRIDE: tl.constexpr, PAD: tl.constexpr, HAS_B: tl.constexpr,
+                       G_SCATTER2: tl.constexpr, COMPUTE: tl.constexpr, UPCAST: tl.constexpr,
+                       PRECISION: tl.constexpr,
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    CIN = CA + CB
+    k_blocks = tl.cdiv(CIN, BLOCK_K)
+    tap = tl.program_id(0) // k_blocks
+    c = (tl.program_id(0) % k_blocks) * BLOCK_K + tl.arange(0, BLOCK_K)
+    rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    split = tl.program_id(2)
+    nmask = rn < NCOL
+    if G_SCATTER2:
+        g_col = (rn // (2 * COUT)) * g_sy + ((rn // COUT) % 2) * g_sx + (rn % COUT) * g_sc
+    else:
+        g_col = rn * g_sc
+    acc = tl.zeros([BLOCK_K, BLOCK_N], dtype=tl.float32)
+    m_end = tl.minimum(split * M_PER_SPLIT + M_PER_SPLIT, M)
+    for m0 in range(split * M_PER_SPLIT, m_end, BLOCK_M):
+        rm = m0 + tl.arange(0, BLOCK_M)
+        mmask = rm < m_end
+        n, y, x = _pixels(rm, SO, 1, NP, 2)  # pixel-major: blocks where this tap is padded are skipped
+        iy = y * STRIDE + (tap // KS - PAD)
+        ix = x * STRIDE + (tap % KS - PAD)
+        valid = mmask & (iy >= 0) & (iy < SI) & (ix >= 0) & (ix < SI)
+        if tl.max(valid.to(tl.int32), axis=0) > 0:
+            a_off = _patch_base(n, a_T, a_GW, a_sb, a_sgy, a_sgx) + iy * a_sy + ix * a_sx
+            src = tl.load(a_ptr + a_off[None, :] + c[:, None] * a_sc, mask=valid[None, :] & (c < CA)[:, None],
+                          other=0.0).to(tl.float32)
+            if HAS_B:
+                b_off = _patch_base(n, b_T, b_GW, b_sb, b_sgy, b_sgx) + iy * b_sy + ix * b_sx
+                src += tl.load(b_ptr + b_off[None, :] + (c - CA)[:, None] * b_sc,
+                               mask=valid[None, :] & (c >= CA)[:, None] & (c < CIN)[:, None],
+                               other=0.0).to(tl.float32)
+            if G_SCATTER2:
+                g_pix = (2 * y) * g_sy + (2 * x) * g_sx
+            else:
+                g_pix = y * g_sy + x * g_sx
+            g_off = _patch_base(n, g_T, g_GW, g_sb, g_sgy, g_sgx) + g_pix
+            g = tl.load(g_ptr + g_off[:, None] + g_col[None, :], mask=mmask[:, None] & nmask[None, :], other=0.0)
+            acc = tl.dot(operand(src, COMPUTE, UPCAST), operand(g, COMPUTE, UPCAST), acc, input_precision=PRECISION)
+    row = ((split * KS * KS + tap) * CIN + c).to(tl.int64)
+    tl.store(part_ptr + row[:, None] * NCOL + rn[None, :], acc, mask=(c < CIN)[:, None] & nmask[None, :])
+
+
+@triton.jit
+def _act_bwd_kernel(g_ptr, pool_g_ptr, idx_ptr, pre_ptr, dpre_ptr, M, C, SO, HALF,
+                    POOL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """dpre = (g + the pooled gradient routed to each window's saved argmax) · SiLU'(pre); contiguous NHWC."""
+    rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rc = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    n, y, x = _pixels(rm, SO, HALF, 1, POOL)  # window-major when pooling, else patch-major
+    offs = ((n * SO + y) * SO + x)[:, None] * C + rc[None, :]
+    mask = (rm < M)[:, None] & (rc < C)[None, :]
+    d = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    if POOL:
+        win = (tl.program_id(0) * (BLOCK_M // 4) + tl.arange(0, BLOCK_M // 4)).to(tl.int64)
+        wmask = (win < M // 4)[:, None] & (rc < C)[None, :]
+        dp = tl.load(pool_g_ptr + win[:, None] * C + rc[None, :], mask=wmask, other=0.0).to(tl.float32)
+        first = tl.load(idx_ptr + win[:, None] * C + rc[None, :], mask=wmask, other=0).to(tl.int32)
+        sub = tl.reshape(tl.broadcast_to((rm % 4)[:, None], (BLOCK_M, BLOCK_C)), (BLOCK_M // 4, 4, BLOCK_C))
+        d += tl.reshape(tl.where(sub == first[:, None, :], dp[:, None, :], 0.0), (BLOCK_M, BLOCK_C))
+    z = tl.load(pre_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    sig = tl.sigmoid(z)
+    tl.store(dpre_ptr + offs, cast_to(d * sig * (1.0 + z * (1.0 - sig)), dpre_ptr.dtype.element_ty), mask=mask)
+
+
+# ---------------------------------------------------------------------------------------------------- launchers
+def conv_fwd(a: Operand, b: Operand | None, w: torch.Tensor, w_strides: tuple, bias: torch.Tensor | None,
+             out: Operand, *, patches: int, so: int, si: int, ncol: int, cout: int, ks: int, stride: int, pad: int,
+             silu: bool, compute: torch.dtype, pre: torch.Tensor | None = None, pool: torch.Tensor | None = None,
+             argmax: torch.Tensor | None = None, scatter2: bool = False, w_base: int = 0,
+             fuse_out: tuple | None = None) -> None:
+    """Launch ``_conv_fwd_kernel``: out (and pre, pool with its int8 argmax) ← conv of [a | b] (module doc).
+    ``fuse_out`` = (weight (ncol, n_out) in the compute dtype, bias): ``out`` receives that 1×1 conv of the
+    activations instead of the activations (one program holds all ncol channels).
+
+    ``w_strides`` = (ky, kx, input channel, output column) strides of ``w``, ``w_base`` its starting offset.
+    """
+    M = patches * so * so
+    b = b or a._replace(C=0)
+    tiles = _fwd_tiles(a.t.device)
+    if fuse_out is not None:
+        tiles["BLOCK_N"] = triton.next_power_of_2(max(ncol, 16))
+    grid = (triton.cdiv(M, tiles["BLOCK_M"]), triton.cdiv(ncol, tiles["BLOCK_N"]))
+    dummy = out.t
+    wo, bo = fuse_out if fuse_out is not None else (dummy, dummy)
+    _conv_fwd_kernel[grid](
+        *a.args(), a.C, *b.args(), b.C, w, w_base, *w_strides, bias if bias is not None else dummy, wo, bo,
+        wo.shape[1] if fuse_out is not None else 0, *out.args(),
+        pre if pre is not None else dummy, pool if pool is not None else dummy, argmax if pool is not None else dummy,
+        M, ncol, cout, so, si, max(so // 2, 1), patches, KS=ks, STRIDE=stride, PAD=pad, HAS_B=int(b.C > 0),
+        HAS_BIAS=int(bias is not None), SILU=int(silu), STORE_PRE=int(pre is not None), POOL=int(pool is not None),
+        ORDER=1 if pool is not None and so >= 2 else (2 if ks > 1 else 0), SCATTER2=int(scatter2),
+        FUSE_OUT=int(fuse_out is not None), BLOCK_O=16, **dot_args(compute), **tiles)
+
+
+def conv_wgrad(a: Operand, b: Operand | None, g: Operand, *, patches: int, so: int, si: int, ncol: int, cout: int,
+               ks: int, stride: int, pad: int, compute: torch.dtype, g_scatter2: bool = False) -> torch.Tensor:
+    """dW (ks·ks, Cin, ncol) fp32 = Σ over output pixels of [a | b] at each tap times g (see the module doc)."""
+    M = patches * so * so
+    b = b or a._replace(C=0)
+    cin = a.C + b.C
+    tiles = _wgrad_tiles(a.t.device)
+    tiles_kn = ks * ks * triton.cdiv(cin, tiles["BLOCK_K"]) * triton.cdiv(ncol, tiles["BLOCK_N"])
+    sms = gpu_sms(a.t.device)
+    if sms:
+        splits = max(1, min(triton.cdiv(2 * sms, tiles_kn), triton.cdiv(M, 4 * tiles["BLOCK_M"])))
+    else:
+        splits = min(2, triton.cdiv(M, tiles["BLOCK_M"]))
+    per_split = triton.cdiv(triton.cdiv(M, splits), tiles["BLOCK_M"]) * tiles["BLOCK_M"]
+    splits = triton.cdiv(M, per_split)
+    part = torch.empty(splits, ks * ks, cin, ncol, device=a.t.device, dtype=torch.float32)
+    grid = (ks * ks * triton.cdiv(cin, tiles["BLOCK_K"]), triton.cdiv(ncol, tiles["BLOCK_N"]), splits)
+    _conv_wgrad_kernel[grid](*a.args(), a.C, *b.args(), b.C, *g.args(), part, M, ncol, cout, so, si, patches,
+                             per_split,
+                             KS=ks, STRIDE=stride, PAD=pad, HAS_B=int(b.C > 0), G_SCATTER2=int(g_scatter2),
+                             **dot_args(compute), **tiles)
+    return part.sum(0)
+
+
+def act_bwd(g: torch.Tensor, pool_g: torch.Tensor | None, argmax: torch.Tensor | None, pre: torch.Tensor,
+            dtype: torch.dtype) -> torch.Tensor:
+    """Gradient of the pre-activation, (N, C, S, S) channels_last, from the output gradient g (plus the pooled
+    output's gradient ``pool_g`` routed through the forward's ``argmax`` when the layer pools). g, pool_g and
+    argmax must be contiguous NHWC."""
+    N, C, S, _ = pre.shape
+    dpre = nhwc_empty(N, C, S, pre, dtype)
+    M = N * S * S
+    block_m, block_c = (64, 64) if gpu_sms(pre.device) else (64, 16)
+    pool = pool_g is not None
+    _act_bwd_kernel[(triton.cdiv(M, block_m), triton.cdiv(C, block_c))](
+        g, pool_g if pool else g, argmax if pool else g, pre, dpre, M, C, S, max(S // 2, 1), POOL=int(pool),
+        BLOCK_M=block_m, BLOCK_C=block_c)
+    return dpre
