@@ -81,12 +81,13 @@ def _op_of(module: str) -> str:
 
 
 def _caller_op() -> str | None:
-    """The dip_kernels op package whose code called into here, if any."""
+    """The dip_kernels op package whose kernel-layer code called into here ("reference" for the reference ops a
+    backend falls back to), if any."""
     frame = sys._getframe(2)
     while frame is not None:
         module = frame.f_globals.get("__name__", "")
         if module.startswith("dip_kernels.") and module.count(".") >= 2:
-            return _op_of(module)
+            return "reference" if module.endswith(".reference") else _op_of(module)
         frame = frame.f_back
     return None
 

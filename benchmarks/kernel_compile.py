@@ -100,16 +100,13 @@ def compile_triton(launch: dict, arch: int) -> dict:
 
     kernel = getattr(importlib.import_module(launch["module"]), launch["kernel"])
     args = [_argument(a) for a in launch["args"]]
-    names = [a["name"] for a in launch["args"]]
-    constexpr = {p.name for p in kernel.params if p.is_constexpr}
-    positional = [v for n, v in zip(names, args) if n not in constexpr]
-    keywords = {n: v for n, v in zip(names, args) if n in constexpr}
+    assert [a["name"] for a in launch["args"]] == [p.name for p in kernel.params], launch["kernel"]
     options = dict(launch["options"])
     target = GPUTarget("cuda", arch, 32)
     backend = make_backend(target)
     binder = create_function_from_signature(kernel.signature, kernel.params, backend)
-    bound, spec, opts = binder(*positional, **keywords, **options)
-    opts, signature, constexprs, attrs = kernel._pack_args(backend, {**keywords, **options}, bound, spec, opts)
+    bound, spec, opts = binder(*args, **options)  # every parameter, in order
+    opts, signature, constexprs, attrs = kernel._pack_args(backend, options, bound, spec, opts)
     compiled = triton.compile(ASTSource(kernel, signature, constexprs, attrs), target=target, options=opts.__dict__)
     metrics = next(iter(read_cubin(compiled.asm["cubin"]).values()))
     return {**metrics, "num_warps": compiled.metadata.num_warps, "num_stages": compiled.metadata.num_stages,

@@ -152,10 +152,12 @@ def launches_per_step(cap: dict, full_depth: int) -> int:
 
 
 def glue_summary(cap: dict) -> dict:
-    """Bytes of zero-fills and copies per step: the kernel layer's, and the autograd engine's / model's."""
+    """Bytes of zero-fills and copies per step: the kernel layer's, the reference ops' a backend falls back to, and
+    the autograd engine's / model's."""
     out = {}
     for g in cap["glue"]:
-        key = f"{'kernels' if g['where'] != 'autograd/model' else 'autograd/model'} {g['kind']}"
+        where = g["where"] if g["where"] in ("autograd/model", "reference") else "kernels"
+        key = f"{where} {g['kind']}"
         out[key] = out.get(key, 0) + g["bytes"]
     return out
 

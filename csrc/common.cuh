@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <initializer_list>
 #include <stdexcept>
 #include <string>
@@ -81,16 +82,53 @@ __device__ __forceinline__ void load_vec(const T* __restrict__ p, float (&out)[V
   }
 }
 
+// Two values rounded to T and packed into one 32-bit word (fp32: one value per word, see store_vec).
+__device__ __forceinline__ uint32_t pack2(__nv_bfloat16*, float a, float b) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+__device__ __forceinline__ uint32_t pack2(__half*, float a, float b) {
+  const __half2 h = __floats2half2_rn(a, b);
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+
+// One 16-byte store of four words: a single st.global.v4 for global memory (NVVM splits a uint4 assignment built
+// from separate registers into four 32-bit stores), a plain uint4 store for shared memory (the row caches). The
+// emulator copies the bytes.
+__device__ __forceinline__ void store16(void* p, const uint32_t* w) {
+#ifdef DIP_EMULATE
+  memcpy(p, w, 16);
+#else
+  if (__isGlobal(p)) {
+    asm volatile("st.global.v4.u32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(w[0]), "r"(w[1]), "r"(w[2]), "r"(w[3])
+                 : "memory");
+  } else {
+    *static_cast<uint4*>(p) = make_uint4(w[0], w[1], w[2], w[3]);
+  }
+#endif
+}
+
+// The 32-bit words of V values of T (fp32: the values' bits; 16-bit types: pairs packed in registers), so that a
+// 16-byte store is one st.global.v4 (the element-wise build compiled to 16-bit stores).
+template <int V, typename T>
+__device__ __forceinline__ void pack_words(const float (&in)[V], uint32_t (&words)[V * sizeof(T) / 4]) {
+  if constexpr (sizeof(T) == 4) {
+#pragma unroll
+    for (int i = 0; i < V; ++i) memcpy(&words[i], &in[i], 4);
+  } else {
+#pragma unroll
+    for (int i = 0; i < V / 2; ++i) words[i] = pack2(static_cast<T*>(nullptr), in[2 * i], in[2 * i + 1]);
+  }
+}
+
 template <int V, typename T>
 __device__ __forceinline__ void store_vec(T* __restrict__ p, const float (&in)[V]) {
   constexpr int bytes = V * static_cast<int>(sizeof(T));
   if constexpr (bytes % 16 == 0) {
-    uint4 raw[bytes / 16];
-    T* e = reinterpret_cast<T*>(raw);
+    uint32_t words[bytes / 4];
+    pack_words<V, T>(in, words);
 #pragma unroll
-    for (int i = 0; i < V; ++i) e[i] = from_float<T>(in[i]);
-#pragma unroll
-    for (int k = 0; k < bytes / 16; ++k) reinterpret_cast<uint4*>(p)[k] = raw[k];
+    for (int k = 0; k < bytes / 16; ++k) store16(reinterpret_cast<char*>(p) + 16 * k, &words[4 * k]);
   } else {
 #pragma unroll
     for (int i = 0; i < V; ++i) p[i] = from_float<T>(in[i]);

@@ -36,7 +36,8 @@ template <typename T, int V>
 __global__ void final_context_bwd_kernel(const T* __restrict__ ds, const T* __restrict__ x, const T* __restrict__ br,
                                          const T* __restrict__ gate, const T* __restrict__ temb, T* __restrict__ dx,
                                          T* __restrict__ dbr, float* __restrict__ p_gate, float* __restrict__ p_temb,
-                                         int64_t tokens, int D, int chunk, int64_t s_gate, int64_t s_temb) {
+                                         int64_t tokens, int D, int chunk, int64_t s_gate, int64_t s_temb,
+                                         int64_t s_ds) {
   const int64_t b = blockIdx.x;
   const int64_t t0 = static_cast<int64_t>(blockIdx.y) * chunk;
   const int64_t t1 = t0 + chunk < tokens ? t0 + chunk : tokens;
@@ -52,7 +53,7 @@ __global__ void final_context_bwd_kernel(const T* __restrict__ ds, const T* __re
       float branch[V], z[V], dz[V], dbranch[V];
       load_vec<V>(br + at, branch);
       load_vec<V>(x + at, z);
-      load_vec<V>(ds + at, dz);
+      load_vec<V>(ds + (b * tokens + t) * s_ds + c, dz);  // a row-strided gradient is read in place
 #pragma unroll
       for (int i = 0; i < V; ++i) {
         const float v = z[i] + g[i] * branch[i] + te[i];
@@ -92,7 +93,8 @@ void launch_fwd(std::uintptr_t x, std::uintptr_t br, std::uintptr_t gate, std::u
 template <typename T, int V>
 void launch_bwd_v(std::uintptr_t ds, std::uintptr_t x, std::uintptr_t br, std::uintptr_t gate, std::uintptr_t temb,
                   std::uintptr_t dx, std::uintptr_t dbr, std::uintptr_t p_gate, std::uintptr_t p_temb, int64_t batch,
-                  int64_t tokens, int D, int chunks, int64_t s_gate, int64_t s_temb, std::uintptr_t stream) {
+                  int64_t tokens, int D, int chunks, int64_t s_gate, int64_t s_temb, int64_t s_ds,
+                  std::uintptr_t stream) {
   const int chunk = static_cast<int>((tokens + chunks - 1) / chunks);
   const int threads = row_threads(D, V) < 256 ? row_threads(D, V) : 256;  // columns per thread loop beyond 256·V
   auto kernel = final_context_bwd_kernel<T, V>;
@@ -101,18 +103,20 @@ void launch_bwd_v(std::uintptr_t ds, std::uintptr_t x, std::uintptr_t br, std::u
       reinterpret_cast<const T*>(ds), reinterpret_cast<const T*>(x), reinterpret_cast<const T*>(br),
       reinterpret_cast<const T*>(gate), reinterpret_cast<const T*>(temb), reinterpret_cast<T*>(dx),
       reinterpret_cast<T*>(dbr), reinterpret_cast<float*>(p_gate), reinterpret_cast<float*>(p_temb), tokens, D, chunk,
-      s_gate, s_temb);
+      s_gate, s_temb, s_ds);
   check_launch("final_context_bwd_kernel");
 }
 
 template <typename T>
 void launch_bwd(std::uintptr_t ds, std::uintptr_t x, std::uintptr_t br, std::uintptr_t gate, std::uintptr_t temb,
                 std::uintptr_t dx, std::uintptr_t dbr, std::uintptr_t p_gate, std::uintptr_t p_temb, int64_t batch,
-                int64_t tokens, int D, int chunks, int64_t s_gate, int64_t s_temb, std::uintptr_t stream) {
+                int64_t tokens, int D, int chunks, int64_t s_gate, int64_t s_temb, int64_t s_ds,
+                std::uintptr_t stream) {
   constexpr int V = vec_width<T>();
-  const bool vec = aligned16({ds, x, br, gate, temb, dx, dbr, p_gate, p_temb}) && multiples_of(V, {D, s_gate, s_temb});
+  const bool vec =
+      aligned16({ds, x, br, gate, temb, dx, dbr, p_gate, p_temb}) && multiples_of(V, {D, s_gate, s_temb, s_ds});
   (vec ? launch_bwd_v<T, V> : launch_bwd_v<T, 1>)(ds, x, br, gate, temb, dx, dbr, p_gate, p_temb, batch, tokens, D,
-                                                  chunks, s_gate, s_temb, stream);
+                                                  chunks, s_gate, s_temb, s_ds, stream);
 }
 
 }  // namespace
@@ -126,9 +130,9 @@ void final_context_fwd(int dtype, std::uintptr_t x, std::uintptr_t br, std::uint
 void final_context_bwd(int dtype, std::uintptr_t ds, std::uintptr_t x, std::uintptr_t br, std::uintptr_t gate,
                        std::uintptr_t temb, std::uintptr_t dx, std::uintptr_t dbr, std::uintptr_t p_gate,
                        std::uintptr_t p_temb, int64_t batch, int64_t tokens, int D, int chunks, int64_t s_gate,
-                       int64_t s_temb, std::uintptr_t stream) {
+                       int64_t s_temb, int64_t s_ds, std::uintptr_t stream) {
   DIP_DISPATCH(dtype, launch_bwd, ds, x, br, gate, temb, dx, dbr, p_gate, p_temb, batch, tokens, D, chunks, s_gate,
-               s_temb, stream);
+               s_temb, s_ds, stream);
 }
 
 }  // namespace dip

@@ -26,7 +26,7 @@ void final_context_fwd(int dtype, std::uintptr_t x, std::uintptr_t br, std::uint
 void final_context_bwd(int dtype, std::uintptr_t ds, std::uintptr_t x, std::uintptr_t br, std::uintptr_t gate,
                        std::uintptr_t temb, std::uintptr_t dx, std::uintptr_t dbr, std::uintptr_t p_gate,
                        std::uintptr_t p_temb, int64_t batch, int64_t tokens, int D, int chunks, int64_t s_gate,
-                       int64_t s_temb, std::uintptr_t stream);
+                       int64_t s_temb, int64_t s_ds, std::uintptr_t stream);
 
 void patch_copy(int dtype, std::uintptr_t src, std::uintptr_t dst, int64_t total, int C, int64_t H, int64_t W, int P,
                 int64_t s0, int64_t s1, int64_t s2, int64_t s3, int to_patches, std::uintptr_t stream);
@@ -38,7 +38,8 @@ void qk_norm_rope_fwd(int dtype, std::uintptr_t qkv, std::uintptr_t qw, std::uin
 void qk_norm_rope_bwd(int dtype, std::uintptr_t dq, std::uintptr_t dk, std::uintptr_t dv, std::uintptr_t qkv,
                       std::uintptr_t qw, std::uintptr_t kw, std::uintptr_t cos_t, std::uintptr_t sin_t,
                       std::uintptr_t dqkv, std::uintptr_t parts, int64_t items, int64_t tokens, int heads, int hd,
-                      float eps, int blocks, std::uintptr_t stream);
+                      float eps, int64_t sqb, int64_t sqh, int64_t sqt, int64_t skb, int64_t skh, int64_t skt,
+                      int64_t svb, int64_t svh, int64_t svt, int blocks, std::uintptr_t stream);
 
 void stem_fwd(int dtype, std::uintptr_t img, int64_t tokens, int64_t grid_w, int64_t sb, int64_t sc, int64_t sh,
               int64_t sw, int P, std::uintptr_t w, std::uintptr_t bias, std::uintptr_t skip, std::uintptr_t pooled,

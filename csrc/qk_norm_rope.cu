@@ -74,13 +74,22 @@ __global__ void qk_norm_rope_fwd_kernel(const T* __restrict__ qkv, const float* 
   }
 }
 
+// Element strides (batch, head, token) of a (B, H, T, h) gradient with unit last stride: the attention backward may
+// hand the gradients over (B, T, H, h)-ordered, and reading them in place saves a copy of each.
+struct GradStrides {
+  int64_t b, h, t;
+  __host__ __device__ int64_t at(int64_t batch, int64_t head, int64_t token) const {
+    return batch * b + head * h + token * t;
+  }
+};
+
 template <typename T, int V>
 __global__ void qk_norm_rope_bwd_kernel(const T* __restrict__ dq, const T* __restrict__ dk, const T* __restrict__ dv,
                                         const T* __restrict__ qkv, const float* __restrict__ qw,
                                         const float* __restrict__ kw, const float* __restrict__ cos_t,
                                         const float* __restrict__ sin_t, T* __restrict__ dqkv,
                                         float* __restrict__ parts, int64_t items, int64_t tokens, int heads, int hd,
-                                        float eps) {
+                                        float eps, GradStrides sq, GradStrides sk, GradStrides sv) {
   constexpr int PAIRS = V / 2;
   extern __shared__ __align__(16) float acc[];  // (kWarps, 2, hd): per-warp weight-gradient sums, reduced in warp order
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, half = hd / 2;
@@ -92,17 +101,16 @@ __global__ void qk_norm_rope_bwd_kernel(const T* __restrict__ dq, const T* __res
     const int64_t row = item / heads, head = item % heads, t = row % tokens, b = row / tokens;
     const int64_t D = static_cast<int64_t>(heads) * hd;
     const int64_t off = row * 3 * D + head * hd;
-    const int64_t g = ((b * heads + head) * tokens + t) * hd;
     for (int part = 0; part < 2; ++part) {
       const T* in = qkv + off + part * D;
-      const T* grad = part ? dk : dq;
+      const T* grad = part ? dk + sk.at(b, head, t) : dq + sq.at(b, head, t);
       const float* w = part ? kw : qw;
       const float rstd = head_rstd<V>(in, lane, hd, eps);
       float proj = 0.f;
       for (int i = lane * PAIRS; i < half; i += 32 * PAIRS) {
         float x[V], gr[V], wv[V], a[V], c[PAIRS], s[PAIRS];
         load_vec<V>(in + 2 * i, x);
-        load_vec<V>(grad + g + 2 * i, gr);
+        load_vec<V>(grad + 2 * i, gr);
         load_vec<V>(w + 2 * i, wv);
         load_vec<V>(mine + part * hd + 2 * i, a);
         load_vec<PAIRS>(cos_t + t * half + i, c);
@@ -122,7 +130,7 @@ __global__ void qk_norm_rope_bwd_kernel(const T* __restrict__ dq, const T* __res
       for (int i = lane * PAIRS; i < half; i += 32 * PAIRS) {
         float x[V], gr[V], wv[V], c[PAIRS], s[PAIRS];
         load_vec<V>(in + 2 * i, x);
-        load_vec<V>(grad + g + 2 * i, gr);
+        load_vec<V>(grad + 2 * i, gr);
         load_vec<V>(w + 2 * i, wv);
         load_vec<PAIRS>(cos_t + t * half + i, c);
         load_vec<PAIRS>(sin_t + t * half + i, s);
@@ -139,7 +147,7 @@ __global__ void qk_norm_rope_bwd_kernel(const T* __restrict__ dq, const T* __res
     }
     for (int e = lane * V; e < hd; e += 32 * V) {
       float x[V];
-      load_vec<V>(dv + g + e, x);
+      load_vec<V>(dv + sv.at(b, head, t) + e, x);
       store_vec<V>(dqkv + off + 2 * D + e, x);
     }
   }
@@ -173,17 +181,17 @@ void launch_fwd(std::uintptr_t qkv, std::uintptr_t qw, std::uintptr_t kw, std::u
 template <typename T>
 void launch_bwd(std::uintptr_t dq, std::uintptr_t dk, std::uintptr_t dv, std::uintptr_t qkv, std::uintptr_t qw,
                 std::uintptr_t kw, std::uintptr_t cos_t, std::uintptr_t sin_t, std::uintptr_t dqkv,
-                std::uintptr_t parts, int64_t items, int64_t tokens, int heads, int hd, float eps, int blocks,
-                std::uintptr_t stream) {
+                std::uintptr_t parts, int64_t items, int64_t tokens, int heads, int hd, float eps,
+                GradStrides sq, GradStrides sk, GradStrides sv, int blocks, std::uintptr_t stream) {
   const size_t smem = static_cast<size_t>(kWarps) * 2 * hd * sizeof(float);
-  auto kernel = vectorised<T>(hd, {dq, dk, dv, qkv, qw, kw, cos_t, sin_t, dqkv})
-                    ? qk_norm_rope_bwd_kernel<T, vec_width<T>()>
-                    : qk_norm_rope_bwd_kernel<T, 2>;
+  const bool vec = vectorised<T>(hd, {dq, dk, dv, qkv, qw, kw, cos_t, sin_t, dqkv}) &&
+                   multiples_of(vec_width<T>(), {sq.b, sq.h, sq.t, sk.b, sk.h, sk.t, sv.b, sv.h, sv.t});
+  auto kernel = vec ? qk_norm_rope_bwd_kernel<T, vec_width<T>()> : qk_norm_rope_bwd_kernel<T, 2>;
   DIP_LAUNCH(kernel, blocks, 32 * kWarps, smem, as_stream(stream))(
       reinterpret_cast<const T*>(dq), reinterpret_cast<const T*>(dk), reinterpret_cast<const T*>(dv),
       reinterpret_cast<const T*>(qkv), reinterpret_cast<const float*>(qw), reinterpret_cast<const float*>(kw),
       reinterpret_cast<const float*>(cos_t), reinterpret_cast<const float*>(sin_t), reinterpret_cast<T*>(dqkv),
-      reinterpret_cast<float*>(parts), items, tokens, heads, hd, eps);
+      reinterpret_cast<float*>(parts), items, tokens, heads, hd, eps, sq, sk, sv);
   check_launch("qk_norm_rope_bwd_kernel");
 }
 
@@ -198,9 +206,10 @@ void qk_norm_rope_fwd(int dtype, std::uintptr_t qkv, std::uintptr_t qw, std::uin
 void qk_norm_rope_bwd(int dtype, std::uintptr_t dq, std::uintptr_t dk, std::uintptr_t dv, std::uintptr_t qkv,
                       std::uintptr_t qw, std::uintptr_t kw, std::uintptr_t cos_t, std::uintptr_t sin_t,
                       std::uintptr_t dqkv, std::uintptr_t parts, int64_t items, int64_t tokens, int heads, int hd,
-                      float eps, int blocks, std::uintptr_t stream) {
+                      float eps, int64_t sqb, int64_t sqh, int64_t sqt, int64_t skb, int64_t skh, int64_t skt,
+                      int64_t svb, int64_t svh, int64_t svt, int blocks, std::uintptr_t stream) {
   DIP_DISPATCH(dtype, launch_bwd, dq, dk, dv, qkv, qw, kw, cos_t, sin_t, dqkv, parts, items, tokens, heads, hd, eps,
-               blocks, stream);
+               GradStrides{sqb, sqh, sqt}, GradStrides{skb, skh, skt}, GradStrides{svb, svh, svt}, blocks, stream);
 }
 
 }  // namespace dip

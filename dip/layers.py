@@ -87,7 +87,8 @@ class Attention(nn.Module):
 
 class SwiGLU(nn.Module):
     """W2(SiLU(W1 h) ⊙ W3 h), all without bias; hidden = int(2/3 · mlp_ratio · D) (§2). With ``merged``, W1 and W3
-    are one Linear ``w13`` (one GEMM; the SwiGLU op reads its two halves in place)."""
+    are one Linear ``w13`` (one GEMM; the SwiGLU op reads its two halves in place and writes their gradient as one
+    tensor)."""
 
     def __init__(self, hidden_size: int, mlp_hidden: int):
         super().__init__()
@@ -107,8 +108,7 @@ class SwiGLU(nn.Module):
     def forward(self, h: torch.Tensor, ops) -> torch.Tensor:
         """h (B, T, D) → (B, T, D)."""
         if self.merged:
-            a, b = self.w13(h).chunk(2, dim=-1)  # (B, T, hidden) views, row stride 2·hidden
-            return self.w2(ops.swiglu(a, b))
+            return self.w2(ops.swiglu(self.w13(h)))  # (B, T, 2·hidden) → (B, T, hidden)
         return self.w2(ops.swiglu(self.w1(h), self.w3(h)))
 
 

@@ -43,6 +43,18 @@ def strided_rows(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(1) == 1 or t.shape[1] == 1 else t.contiguous()
 
 
+def token_rows(t: torch.Tensor) -> torch.Tensor:
+    """A (B, T, D) ``t`` whose B·T rows a kernel reads with one row stride (``t.stride(1)``) and unit column stride:
+    ``t`` itself when its rows are evenly spaced (stride(0) = T·stride(1), e.g. a slice of a wider buffer), else a
+    dense copy. Every stride is checked."""
+    B, T, D = t.shape
+    if t.stride(2) != 1 and D > 1:
+        return t.contiguous()
+    if T == 1:  # one token per sample: the rows are the samples
+        return t.as_strided((B, 1, D), (t.stride(0), t.stride(0), 1))
+    return t if B == 1 or t.stride(0) == T * t.stride(1) else t.contiguous()
+
+
 def activation_dtype(x: torch.Tensor, *others: torch.Tensor) -> torch.dtype:
     """The dtype a fused op emits: autocast's dtype when autocast is on for x's device, else type promotion."""
     if torch.is_autocast_enabled(x.device.type):
@@ -102,3 +114,13 @@ def sum_partials(partials: torch.Tensor, groups: int, dtype: torch.dtype) -> tor
 def nhwc_empty(N: int, C: int, S: int, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """A new (N, C, S, S) tensor in channels_last memory (NHWC)."""
     return torch.empty(N, S, S, C, device=like.device, dtype=dtype).permute(0, 3, 1, 2)
+
+
+def pooled_stage_grads(d_skip, d_pooled, pre: torch.Tensor, argmax: torch.Tensor) -> tuple:
+    """The skip and pooled-output gradients of a Detailer conv + pool stage in the pre-activation's dtype, zeros for
+    the one autograd left out (None when neither was used: then the stage has no gradient)."""
+    if d_skip is None and d_pooled is None:
+        return None
+    d_skip = torch.zeros_like(pre) if d_skip is None else d_skip.to(pre.dtype)
+    d_pooled = torch.zeros_like(argmax, dtype=pre.dtype) if d_pooled is None else d_pooled.to(pre.dtype)
+    return d_skip, d_pooled

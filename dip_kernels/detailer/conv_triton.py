@@ -252,9 +252,11 @@ def _conv_wgrad_kernel(a_ptr, a_T, a_GW, a_sb, a_sgy, a_sgx, a_sy, a_sx, a_sc, C
 
 
 @triton.jit
-def _act_bwd_kernel(g_ptr, pool_g_ptr, idx_ptr, pre_ptr, dpre_ptr, M, C, SO, HALF,
+def _act_bwd_kernel(g_ptr, pool_g_ptr, idx_ptr, pre_ptr, dpre_ptr, db_ptr, M, C, SO, HALF,
                     POOL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
-    """dpre = (g + the pooled gradient routed to each window's saved argmax) · SiLU'(pre); contiguous NHWC."""
+    """dpre = (g + the pooled gradient routed to each window's saved argmax) · SiLU'(pre); contiguous NHWC. The bias
+    gradient's fp32 partial sums over this program's rows go to db (programs, C): the bias reduction rides on this
+    pass instead of re-reading dpre."""
     rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     rc = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     n, y, x = _pixels(rm, SO, HALF, 1, POOL)  # window-major when pooling, else patch-major
@@ -270,7 +272,9 @@ def _act_bwd_kernel(g_ptr, pool_g_ptr, idx_ptr, pre_ptr, dpre_ptr, M, C, SO, HAL
         d += tl.reshape(tl.where(sub == first[:, None, :], dp[:, None, :], 0.0), (BLOCK_M, BLOCK_C))
     z = tl.load(pre_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     sig = tl.sigmoid(z)
-    tl.store(dpre_ptr + offs, cast_to(d * sig * (1.0 + z * (1.0 - sig)), dpre_ptr.dtype.element_ty), mask=mask)
+    dz = tl.where(mask, d * sig * (1.0 + z * (1.0 - sig)), 0.0)
+    tl.store(dpre_ptr + offs, cast_to(dz, dpre_ptr.dtype.element_ty), mask=mask)
+    tl.store(db_ptr + tl.program_id(0).to(tl.int64) * C + rc, tl.sum(dz, axis=0), mask=rc < C)
 
 
 # ---------------------------------------------------------------------------------------------------- launchers
@@ -328,16 +332,17 @@ def conv_wgrad(a: Operand, b: Operand | None, g: Operand, *, patches: int, so: i
 
 
 def act_bwd(g: torch.Tensor, pool_g: torch.Tensor | None, argmax: torch.Tensor | None, pre: torch.Tensor,
-            dtype: torch.dtype) -> torch.Tensor:
+            dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradient of the pre-activation, (N, C, S, S) channels_last, from the output gradient g (plus the pooled
-    output's gradient ``pool_g`` routed through the forward's ``argmax`` when the layer pools). g, pool_g and
-    argmax must be contiguous NHWC."""
+    output's gradient ``pool_g`` routed through the forward's ``argmax`` when the layer pools), and the bias
+    gradient (C,) in fp32 (deterministic partials summed here). g, pool_g and argmax must be contiguous NHWC."""
     N, C, S, _ = pre.shape
     dpre = nhwc_empty(N, C, S, pre, dtype)
     M = N * S * S
     block_m, block_c = (64, 64) if gpu_sms(pre.device) else (64, 16)
     pool = pool_g is not None
+    db = torch.empty(triton.cdiv(M, block_m), C, device=pre.device, dtype=torch.float32)
     _act_bwd_kernel[(triton.cdiv(M, block_m), triton.cdiv(C, block_c))](
-        g, pool_g if pool else g, argmax if pool else g, pre, dpre, M, C, S, max(S // 2, 1), POOL=int(pool),
+        g, pool_g if pool else g, argmax if pool else g, pre, dpre, db, M, C, S, max(S // 2, 1), POOL=int(pool),
         BLOCK_M=block_m, BLOCK_C=block_c)
-    return dpre
+    return dpre, db.sum(0)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ..checks import device_guard, nhwc_empty
+from ..checks import device_guard, nhwc_empty, pooled_stage_grads
 from ..cuda_ext import DTYPE_CODES, multiprocessors, require, stream_of
 
 
@@ -82,14 +82,13 @@ def _stem_setup(ctx, inputs, output):
 
 
 def _stem_backward(ctx, d_skip, d_pooled, _d_pre, _d_argmax):
-    if d_skip is None and d_pooled is None:
-        return (None,) * 5
     img, weight, pre, argmax = ctx.saved_tensors
-    d_skip = torch.zeros_like(pre) if d_skip is None else d_skip
-    d_pooled = torch.zeros_like(argmax, dtype=pre.dtype) if d_pooled is None else d_pooled
+    grads = pooled_stage_grads(d_skip, d_pooled, pre, argmax)
+    if grads is None:
+        return (None,) * 5
     cl = torch.channels_last
-    dw, db = stem_bwd(d_skip.to(pre.dtype).contiguous(memory_format=cl),
-                      d_pooled.to(pre.dtype).contiguous(memory_format=cl), argmax, pre, img, weight, ctx.patch_size)
+    dw, db = stem_bwd(grads[0].contiguous(memory_format=cl), grads[1].contiguous(memory_format=cl), argmax, pre, img,
+                      weight, ctx.patch_size)
     return None, dw, db, None, None
 
 

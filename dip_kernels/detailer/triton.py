@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from ..checks import nhwc_empty
+from ..checks import nhwc_empty, pooled_stage_grads
 from .conv_triton import Operand, act_bwd, broadcast, conv_fwd, conv_wgrad, image, patches
 
 CL = torch.channels_last
@@ -103,7 +103,7 @@ def encoder_bwd(d_skip: torch.Tensor, d_pooled: torch.Tensor, x: torch.Tensor, w
     """(dx or empty, dweight, dbias)."""
     N, S = _geometry(x, patch_size)
     cout, cin = weight.shape[:2]
-    dpre = act_bwd(_cl(d_skip), _cl(d_pooled), argmax, pre, pre.dtype)
+    dpre, db = act_bwd(_cl(d_skip), _cl(d_pooled), argmax, pre, pre.dtype)
     wk, _ = _conv_weight(weight, pre.dtype)
     if input_grad:
         dx = torch.empty_like(x) if patch_size else nhwc_empty(N, cin, S, x, x.dtype)
@@ -114,7 +114,7 @@ def encoder_bwd(d_skip: torch.Tensor, d_pooled: torch.Tensor, x: torch.Tensor, w
         dx = x.new_empty(0)
     dw = conv_wgrad(_source(x, patch_size), None, patches(dpre), patches=N, so=S, si=S, ncol=cout, cout=cout, ks=3,
                     stride=1, pad=1, compute=pre.dtype)
-    return dx, _weight_grad(dw, 3, cin, cout, weight.dtype), _bias_grad(dpre, weight.dtype)
+    return dx, _weight_grad(dw, 3, cin, cout, weight.dtype), db.to(weight.dtype)
 
 
 @encoder_bwd.register_fake
@@ -136,12 +136,11 @@ def _encoder_setup(ctx, inputs, output):
 
 
 def _encoder_backward(ctx, d_skip, d_pooled, _d_pre, _d_argmax):
-    if d_skip is None and d_pooled is None:
-        return (None,) * 5
     x, weight, pre, argmax = ctx.saved_tensors
-    d_skip = torch.zeros_like(pre) if d_skip is None else d_skip
-    d_pooled = torch.zeros_like(argmax, dtype=pre.dtype) if d_pooled is None else d_pooled
-    dx, dw, db = encoder_bwd(d_skip, d_pooled, x, weight, pre, argmax, ctx.patch_size, ctx.needs_input_grad[0])
+    grads = pooled_stage_grads(d_skip, d_pooled, pre, argmax)
+    if grads is None:
+        return (None,) * 5
+    dx, dw, db = encoder_bwd(*grads, x, weight, pre, argmax, ctx.patch_size, ctx.needs_input_grad[0])
     return dx if ctx.needs_input_grad[0] else None, dw, db, None, None
 
 
@@ -174,7 +173,7 @@ def bottleneck_bwd(dy: torch.Tensor, pooled: torch.Tensor, context: torch.Tensor
     """(d_pooled, d_context, dweight, dbias)."""
     N, C, r, _ = pooled.shape
     D, cout = context.shape[1], weight.shape[0]
-    dpre = act_bwd(_cl(dy), None, None, pre, pre.dtype)
+    dpre, db = act_bwd(_cl(dy), None, None, pre, pre.dtype)
     wk, _ = _conv_weight(weight, pre.dtype)
     d_in, d_pooled, d_ctx = _split_channels(N, C, D, r, pooled, pre.dtype)
     base, strides = _dgrad_weight(wk)
@@ -184,7 +183,7 @@ def bottleneck_bwd(dy: torch.Tensor, pooled: torch.Tensor, context: torch.Tensor
                     ks=1, stride=1, pad=0, compute=pre.dtype)
     d_context = torch.sum(d_ctx, (2, 3), dtype=torch.float32).to(context.dtype)
     return (d_pooled.to(pooled.dtype), d_context, _weight_grad(dw, 1, C + D, cout, weight.dtype),
-            _bias_grad(dpre, weight.dtype))
+            db.to(weight.dtype))
 
 
 @bottleneck_bwd.register_fake
@@ -254,7 +253,7 @@ def _decoder_grads(dy, x, skip, up_weight, weight, up, pre):
     N, cin, r, _ = x.shape
     cup, cs, cout = up.shape[1], skip.shape[1], weight.shape[0]
     dt = pre.dtype
-    dpre = act_bwd(_cl(dy), None, None, pre, dt)
+    dpre, db = act_bwd(_cl(dy), None, None, pre, dt)
     wk, _ = _conv_weight(weight, dt)
     d_in, d_up, d_skip = _split_channels(N, cup, cs, 2 * r, x, dt)
     base, strides = _dgrad_weight(wk)
@@ -271,7 +270,7 @@ def _decoder_grads(dy, x, skip, up_weight, weight, up, pre):
                        pad=0, compute=dt, g_scatter2=True)
     d_upw = d_upw.view(cin, 2, 2, cup).permute(0, 3, 1, 2).contiguous().to(up_weight.dtype)
     return (dx, d_skip.to(skip.dtype), d_upw, _bias_grad(d_up, up_weight.dtype),
-            _weight_grad(dw, 3, cup + cs, cout, weight.dtype), _bias_grad(dpre, weight.dtype))
+            _weight_grad(dw, 3, cup + cs, cout, weight.dtype), db.to(weight.dtype))
 
 
 def _decoder_grad_fakes(x, skip, up_weight, weight, up, pre):

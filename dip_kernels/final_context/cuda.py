@@ -20,4 +20,4 @@ def launch_bwd(ds, x, branch, gate, t_emb, dx, dbr, parts, chunks) -> None:
         require().final_context_bwd(DTYPE_CODES[x.dtype], ds.data_ptr(), x.data_ptr(), branch.data_ptr(),
                                     gate.data_ptr(), t_emb.data_ptr(), dx.data_ptr(), dbr.data_ptr(),
                                     parts[0].data_ptr(), parts[1].data_ptr(), B, T, D, chunks, gate.stride(0),
-                                    t_emb.stride(0), stream_of(x))
+                                    t_emb.stride(0), ds.stride(1), stream_of(x))

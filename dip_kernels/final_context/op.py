@@ -8,7 +8,7 @@ import functools
 import torch
 
 from ..checks import (activation_dtype, block_size, check_tensor, reduction_chunks, rows_per_program, strided_rows,
-                      sum_partials)
+                      sum_partials, token_rows)
 from ..cuda_ext import check_device
 from ..registry import load_launchers, register
 
@@ -53,9 +53,9 @@ def _setup(ctx, inputs, output):
 
 
 def _backward(ctx, ds):
-    ds = ds.contiguous()  # the kernels index (B, T, D) gradients densely
     if ctx.backend == "cuda":  # the CUDA kernels take one activation dtype
         ds = ds.to(ctx.saved_tensors[0].dtype)
+    ds = token_rows(ds)  # the head's 1×1 bottleneck hands over a row-strided gradient: read in place
     return (*final_context_bwd(ds, *ctx.saved_tensors, ctx.backend), None, None)
 
 

@@ -27,7 +27,7 @@ def _fwd_kernel(x_ptr, br_ptr, gate_ptr, temb_ptr, s_ptr, M, T, D, s_gate, s_tem
 
 @triton.jit
 def _bwd_kernel(ds_ptr, x_ptr, br_ptr, gate_ptr, temb_ptr, dx_ptr, dbr_ptr, p_gate_ptr, p_temb_ptr,
-                T, D, CHUNK, s_gate, s_temb, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+                T, D, CHUNK, s_gate, s_temb, s_ds, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     chunk = tl.program_id(1)
     cols = tl.arange(0, BLOCK_D)
@@ -45,7 +45,8 @@ def _bwd_kernel(ds_ptr, x_ptr, br_ptr, gate_ptr, temb_ptr, dx_ptr, dbr_ptr, p_ga
         br = tl.load(br_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         z = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32) + g[None, :] * br + temb[None, :]
         sig = tl.sigmoid(z)
-        dz = tl.load(ds_ptr + offs, mask=mask, other=0.0).to(tl.float32) * sig * (1.0 + z * (1.0 - sig))
+        ds = tl.load(ds_ptr + rows[:, None] * s_ds + cols[None, :], mask=mask, other=0.0)  # row-strided in place
+        dz = ds.to(tl.float32) * sig * (1.0 + z * (1.0 - sig))
         dz = tl.where(mask, dz, 0.0)
         tl.store(dx_ptr + offs, cast_to(dz, dx_ptr.dtype.element_ty), mask=mask)
         tl.store(dbr_ptr + offs, cast_to(dz * g[None, :], dbr_ptr.dtype.element_ty), mask=mask)
@@ -67,11 +68,12 @@ def launch_fwd(x, branch, gate, t_emb, s) -> None:
 
 
 def launch_bwd(ds, x, branch, gate, t_emb, dx, dbr, parts, chunks) -> None:
-    """dx, dbranch and the (2, B·chunks, D) fp32 partials of dgate and dt_emb."""
+    """dx, dbranch and the (2, B·chunks, D) fp32 partials of dgate and dt_emb; ds (B, T, D) with unit last stride and
+    one row stride (stride(0) = T·stride(1))."""
     B, T, D = x.shape
     block_d = block_size(D)
     block_m = rows_per_program(block_d)
     with device_guard(x):
         _bwd_kernel[(B, chunks)](ds, x, branch, gate, t_emb, dx, dbr, parts[0], parts[1], T, D,
-                                 triton.cdiv(T, chunks), gate.stride(0), t_emb.stride(0), BLOCK_M=block_m,
-                                 BLOCK_D=block_d)
+                                 triton.cdiv(T, chunks), gate.stride(0), t_emb.stride(0), ds.stride(1),
+                                 BLOCK_M=block_m, BLOCK_D=block_d)

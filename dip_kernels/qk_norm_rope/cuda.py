@@ -30,6 +30,6 @@ def launch_bwd(dq, dk, dv, qkv, q_weight, k_weight, cos, sin, dqkv, eps) -> tupl
     with device_guard(qkv):
         require().qk_norm_rope_bwd(DTYPE_CODES[qkv.dtype], dq.data_ptr(), dk.data_ptr(), dv.data_ptr(),
                                    qkv.data_ptr(), q_weight.data_ptr(), k_weight.data_ptr(), cos.data_ptr(),
-                                   sin.data_ptr(), dqkv.data_ptr(), parts.data_ptr(), B * T * H, T, H, hd, eps, blocks,
-                                   stream_of(qkv))
+                                   sin.data_ptr(), dqkv.data_ptr(), parts.data_ptr(), B * T * H, T, H, hd, eps,
+                                   *dq.stride()[:3], *dk.stride()[:3], *dv.stride()[:3], blocks, stream_of(qkv))
     return parts[:, 0], parts[:, 1]

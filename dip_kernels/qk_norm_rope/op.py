@@ -54,12 +54,20 @@ def _setup(ctx, inputs, output):
     ctx.save_for_backward(qkv, q_weight, k_weight, cos, sin)
 
 
+def _grad_layout(g: torch.Tensor) -> torch.Tensor:
+    """Both backwards read (B, H, T, h) gradients with any strides but a unit last one (the attention backward may
+    hand them over (B, T, H, h)-ordered); anything else is copied."""
+    if g.stride(-1) == 1:
+        return g
+    return g.contiguous()
+
+
 def _backward(ctx, dq, dk, dv):
     qkv, q_weight, k_weight, cos, sin = ctx.saved_tensors
     B, T, three_d = qkv.shape
     hd = q_weight.numel()
     shape = (B, three_d // (3 * hd), T, hd)
-    dq, dk, dv = (qkv.new_zeros(shape) if g is None else g.contiguous().to(qkv.dtype) for g in (dq, dk, dv))
+    dq, dk, dv = (qkv.new_zeros(shape) if g is None else _grad_layout(g.to(qkv.dtype)) for g in (dq, dk, dv))
     dqkv, dqw, dkw = qk_norm_rope_bwd(dq, dk, dv, qkv, q_weight, k_weight, cos, sin, ctx.eps, ctx.backend)
     return dqkv, dqw, dkw, None, None, None, None, None, None
 

@@ -60,9 +60,54 @@ def _backward(ctx, grad):
 swiglu_fwd.register_autograd(_backward, setup_context=_setup)
 
 
-def swiglu(a: torch.Tensor, b: torch.Tensor, *, backend: str = "triton") -> torch.Tensor:
-    """Kernel twin of ``reference.swiglu``: SiLU(a) ⊙ b for a, b (..., H)."""
+@torch.library.custom_op("dip::swiglu_merged_fwd", mutates_args=())
+def swiglu_merged_fwd(ab: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+    """SiLU(a)·b of the halves a | b of a row-strided (M, 2H) merged W1|W3 output → contiguous (M, H)."""
+    H = ab.shape[1] // 2
+    out = torch.empty(ab.shape[0], H, device=ab.device, dtype=out_dtype)
+    LAUNCHERS["triton"].launch_fwd(ab[:, :H], ab[:, H:], out)
+    return out
+
+
+@swiglu_merged_fwd.register_fake
+def _(ab, out_dtype):
+    return ab.new_empty(ab.shape[0], ab.shape[1] // 2, dtype=out_dtype)
+
+
+@torch.library.custom_op("dip::swiglu_merged_bwd", mutates_args=())
+def swiglu_merged_bwd(grad: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+    """d(ab) (M, 2H) written by the kernel in one buffer: no zero-filled halves and concatenation (docs/kernels.md
+    §8)."""
+    H = ab.shape[1] // 2
+    dab = torch.empty(ab.shape, device=ab.device, dtype=ab.dtype)
+    LAUNCHERS["triton"].launch_bwd(grad, ab[:, :H], ab[:, H:], dab[:, :H], dab[:, H:])
+    return dab
+
+
+@swiglu_merged_bwd.register_fake
+def _(grad, ab):
+    return torch.empty_like(ab)
+
+
+def _merged_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0])
+
+
+def _merged_backward(ctx, grad):
+    return swiglu_merged_bwd(grad.contiguous(), ctx.saved_tensors[0]), None
+
+
+swiglu_merged_fwd.register_autograd(_merged_backward, setup_context=_merged_setup)
+
+
+def swiglu(a: torch.Tensor, b: torch.Tensor | None = None, *, backend: str = "triton") -> torch.Tensor:
+    """Kernel twin of ``reference.swiglu``: SiLU(a) ⊙ b for a, b (..., H); with ``b`` None, ``a`` is the merged
+    (..., 2H) W1|W3 output and its gradient is written as one tensor."""
     check_tensor("a", a)
+    if b is None:
+        if a.shape[-1] % 2:
+            raise ValueError(f"a merged W1|W3 output needs an even last dim, got shape {tuple(a.shape)}")
+        return swiglu_merged_fwd(_rows(a), activation_dtype(a)).view(*a.shape[:-1], a.shape[-1] // 2)
     check_tensor("b", b, shape=a.shape, device=a.device)
     return swiglu_fwd(_rows(a), _rows(b), activation_dtype(a, b)).view(a.shape)
 

@@ -8,6 +8,9 @@ from ..registry import register
 
 
 @register("swiglu", "torch")
-def swiglu(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """SiLU(a) ⊙ b for the W1 and W3 projections a, b: (..., hidden)."""
+def swiglu(a: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """SiLU(a) ⊙ b for the W1 and W3 projections a, b: (..., hidden). With ``b`` None, ``a`` is the merged W1|W3
+    output (..., 2·hidden) and its two halves are used."""
+    if b is None:
+        a, b = a.chunk(2, dim=-1)
     return F.silu(a) * b

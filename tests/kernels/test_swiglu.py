@@ -37,3 +37,18 @@ def test_errors():
 @interpreted_only
 def test_opcheck():
     torch.library.opcheck(custom_ops.swiglu_fwd, (inputs(4, 6), inputs(4, 6, seed=1), torch.float32))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_merged_projection_output_in_one_tensor(kernel_device, dtype):
+    """The merged W1|W3 output goes in whole; its gradient comes back as one tensor, no zero-filled halves."""
+    ab = inputs(2, 3, 2 * 40, dtype=dtype, device=kernel_device, requires_grad=True)
+    compare(tri_f.swiglu, ref_f.swiglu, [ab], [inputs(2, 3, 40, device=kernel_device, seed=2)], dtype, ["out"],
+            ["dab"], [1])
+    with pytest.raises(ValueError, match="even last dim"):
+        tri_f.swiglu(inputs(2, 3, 7, device=kernel_device))
+
+
+@interpreted_only
+def test_merged_opcheck():
+    torch.library.opcheck(custom_ops.swiglu_merged_fwd, (inputs(4, 12), torch.float32))
