@@ -30,6 +30,8 @@ class Recipe:
     grad_clip: float | None = None
     repa_weight: float = 0.5         # REPA term, active only when an encoder is supplied
     repa_block: int = 8              # 1-indexed block whose output is projected
+    train_steps: int = 400_000       # optimizer steps of a default run (the paper's XL/16 goes on to 3M)
+    seconds_per_step: float | None = None  # measured on the machine the default was sized for (slow-run warning)
     sample_steps: int = 100          # Euler steps
     cfg_scale: float = 2.9
     guidance_interval: tuple = (0.11, 0.97)  # guidance applied while low < t < high
@@ -54,6 +56,7 @@ PRESETS = {
     "DiP-T/8": Preset(
         dict(depth=4, hidden_size=128, num_heads=2, patch_size=8, image_size=32, num_classes=10, head_base_width=16),
         Recipe(image_size=32, num_classes=10, global_batch=64, lr=2e-3, ema_decay=0.999, ema_warmup=True,
+               train_steps=2800, seconds_per_step=0.144,  # ≈ 7 minutes on an idle 2-core CPU
                repa_block=2, sample_steps=30, cfg_scale=3.0, guidance_interval=(0.0, 1.0))),
     "DiP-S/16": _paper(12, 384, 6),
     "DiP-B/16": _paper(12, 768, 12),

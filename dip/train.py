@@ -51,8 +51,10 @@ def parser() -> argparse.ArgumentParser:
     a("--unconditional", action="store_true", help="ignore the labels: a model without classes (num_classes 0)")
     a("--batch", type=int, help="global batch (all ranks, all accumulation steps); default: the recipe's")
     a("--accum", type=int, default=1, help="gradient-accumulation steps per optimizer step")
-    a("--steps", type=int, default=None, help="optimizer steps (default: unlimited with --minutes, else 1000)")
-    a("--minutes", type=float, default=None, help="wall-time budget; default 7 for DiP-T/8")
+    a("--steps", type=int, default=None, help="optimizer steps (default: the recipe's; DiP-T/8: 2,800, about 7 "
+                                               "minutes on an idle 2-core CPU)")
+    a("--minutes", type=float, default=None, help="opt-in wall-time budget (stops early; the result then depends "
+                                                   "on the machine's speed)")
     a("--lr", type=float)
     a("--weight-decay", type=float)
     a("--ema-decay", type=float)
@@ -97,12 +99,10 @@ def resolve(args: argparse.Namespace) -> dict:
                 "ema_decay": r.ema_decay, "label_dropout": r.label_dropout, "repa_weight": r.repa_weight,
                 "repa_block": r.repa_block,
                 "precision": "bf16" if torch.cuda.is_available() and args.device != "cpu" else "fp32",
-                "minutes": 7.0 if args.model == "DiP-T/8" and args.steps is None else None}
+                "steps": None if args.minutes is not None else r.train_steps}
     for k, v in defaults.items():
         if cfg.get(k) is None:
             cfg[k] = v
-    if cfg["steps"] is None and cfg["minutes"] is None:
-        cfg["steps"] = 1000
     cfg["recipe"] = dataclasses.asdict(r)
     return cfg
 
@@ -369,6 +369,7 @@ class Trainer:
                             cfg_scale=r["cfg_scale"] if K else 1.0, interval=tuple(r["guidance_interval"]))
         path = save_grid(images, self.out / "samples" / f"step_{self.step:08d}.png", nrow=K or 8,
                          upscale=max(1, 128 // self.cfg["image_size"]))
+        self.last_grid = path
         self.log(f"wrote {path}")
         return images
 
@@ -417,9 +418,36 @@ class Trainer:
                 if k != "step" and isinstance(v, (int, float)):
                     self.writer.add_scalar(k, v, stats["step"])
 
+    def announce(self) -> None:
+        """One line: what this run will do."""
+        c = self.cfg
+        length = f"{c['steps']:,} steps" if c["steps"] is not None else f"{c['minutes']:g} minutes"
+        length += f" (then a {c['minutes']:g}-minute cap)" if c["steps"] is not None and c["minutes"] else ""
+        self.log(f"dip.train: {c['model']} on {c['data']}, {length} from step {self.step}, global batch {c['batch']}, "
+                 f"{self.device}{'' if self.device.type == 'cuda' else f' with {torch.get_num_threads()} threads'}, "
+                 f"{c['precision']}, seed {c['seed']} → {self.out}")
+
+    def warn_if_slow(self, started: float, first_step: int = 0) -> None:
+        """Once, from step 50 on (checked every 50 steps): say so when the run is on course to take over twice the
+        recipe's estimate, and why if known."""
+        per_step = self.cfg["recipe"].get("seconds_per_step")
+        done = self.step - first_step
+        if (getattr(self, "warned_slow", False) or done < 50 or done % 50 or per_step is None
+                or self.cfg["steps"] is None or self.device.type != "cpu"):
+            return
+        eta = (time.time() - started) / done * (self.cfg["steps"] - first_step)
+        if eta <= 2 * per_step * self.cfg["steps"]:
+            return
+        self.warned_slow = True
+        self.log(f"this run is slow: about {eta / 60:.0f} minutes where an idle 2-core CPU takes "
+                 f"{per_step * self.cfg['steps'] / 60:.0f}; {slowdown_reason()} (the result does not change: the run "
+                 f"is a fixed number of steps)")
+
     def run(self) -> dict:
         self.restore()
+        self.announce()
         started, last_log, window_loss, window_n = time.time(), time.time(), 0.0, 0
+        first_step = self.step
         total = self.cfg["steps"]
         by_time = total is None  # a --minutes budget: the bar (and its ETA) counts seconds
         bar = tqdm(total=int(60 * self.cfg["minutes"]) if by_time else total, initial=0 if by_time else self.step,
@@ -427,6 +455,7 @@ class Trainer:
         while not self.stop_now(started):
             loss, _ = self.train_step()
             self.step += 1
+            self.warn_if_slow(started, first_step)
             bar.update(min(int(time.time() - started), bar.total) - bar.n if by_time else 1)
             if math.isfinite(loss):
                 window_loss, window_n = window_loss + loss, window_n + 1
@@ -460,12 +489,27 @@ class Trainer:
                 summary["digits_accuracy"] = digits_accuracy(images, labels)
                 self.log(f"class accuracy of the EMA samples (logistic regression on the real digits): "
                          f"{summary['digits_accuracy']:.1%}")
+            summary["grid"] = str(self.last_grid)
+            self.log(f"{self.step:,} steps in {summary['minutes']:.1f} minutes; sample grid: {self.last_grid}")
         if self.monitor and self.step % self.cfg["eval_every"] != 0:
             summary.update(self.evaluate())
         self.record({"step": self.step, **summary})
         if self.writer:
             self.writer.close()
         return summary
+
+
+def slowdown_reason() -> str:
+    """Why a CPU run may be slow: other processes on the cores, or more torch threads than free cores."""
+    cores, threads = os.cpu_count() or 1, torch.get_num_threads()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    others = max(0.0, load - threads)
+    if others >= 0.5:
+        return (f"other processes are using the cores (load average {load:.1f} on {cores} cores, this run uses "
+                f"{threads} threads)")
+    if threads > cores:
+        return f"torch uses {threads} threads on {cores} cores"
+    return "no other load seen; a slower CPU than the one the estimate was measured on"
 
 
 def main(argv=None) -> dict:

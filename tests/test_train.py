@@ -43,7 +43,8 @@ def test_dry_run_prints_the_resolved_recipe(capsys):
     assert cfg["lr"] == 1e-4 and cfg["weight_decay"] == 1e-3 and cfg["batch"] == 256 and cfg["ema_decay"] == 0.9999
     assert json.loads(capsys.readouterr().out)["model"] == "DiP-XL/16"
     demo = main(["--dry-run"])
-    assert demo["model"] == "DiP-T/8" and demo["lr"] == 2e-3 and demo["minutes"] == 7.0
+    assert demo["model"] == "DiP-T/8" and demo["lr"] == 2e-3 and demo["steps"] == 2800 and demo["minutes"] is None
+    assert main(["--dry-run", "--minutes", "3"])["steps"] is None  # a time budget only when asked for
 
 
 def test_loss_decreases(tmp_path):
@@ -196,3 +197,37 @@ def test_unconditional_training_and_sampling_end_to_end(tmp_path):
                  "--num-samples", "3", "--steps", "2", "--npz", "--out", str(tmp_path / "samples")])
     data = np.load(tmp_path / "samples" / "samples.npz")
     assert data["arr_0"].shape == (3, 32, 32, 3) and "arr_1" not in data  # no labels for an unconditional model
+
+
+def test_default_run_is_a_fixed_number_of_steps_whatever_the_load(tmp_path):
+    """The same seed gives the same model on an idle machine and on one whose cores are busy: the default run is
+    a step count, not a time budget (tiny size here; the full-size check is in the README)."""
+    args = ["--model", "DiP-T/8", "--device", "cpu", "--batch", "8", "--final-samples", "0", "--steps", "3",
+            "--sample-every", "100000"]
+    main([*args, "--out", str(tmp_path / "idle")])
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+    try:
+        main([*args, "--out", str(tmp_path / "busy")])
+    finally:
+        for h in hogs:
+            h.kill()
+    same_state(newest(tmp_path / "idle")["ema"], newest(tmp_path / "busy")["ema"])
+    same_state(newest(tmp_path / "idle")["model"], newest(tmp_path / "busy")["model"])
+
+
+def test_a_slow_run_says_so_once_with_the_reason():
+    from types import SimpleNamespace
+
+    from dip.train import Trainer, slowdown_reason
+
+    said = []
+    stub = SimpleNamespace(step=40, device=torch.device("cpu"), log=said.append,
+                           cfg={"steps": 1000, "recipe": {"seconds_per_step": 1e-6}})
+    Trainer.warn_if_slow(stub, started=0.0)  # under 50 steps: no estimate yet
+    assert said == []
+    stub.step = 50
+    Trainer.warn_if_slow(stub, started=0.0)  # 50 steps "took" since the epoch: far over twice the estimate
+    assert len(said) == 1 and "this run is slow" in said[0] and slowdown_reason() in said[0]
+    stub.step = 100
+    Trainer.warn_if_slow(stub, started=0.0)  # once
+    assert len(said) == 1
