@@ -25,6 +25,7 @@ from tqdm import tqdm
 from dip_kernels import BACKENDS
 
 from .checkpoint import is_training_checkpoint, read_file, weights_of
+from .cli_types import NON_NEGATIVE, POSITIVE, POSITIVE_INT, UNIT, Interval
 from .diffusion import INTERVAL_RULES, sample, to_uint8
 from .distributed import init_distributed
 from .graphed_sampler import GraphedEulerSampler, store_autocast_weights
@@ -85,13 +86,13 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
     a = p.add_argument
     a("--model", default=None, choices=sorted(PRESETS), help="preset (default: the checkpoint's, else DiP-XL/16)")
     a("--which", default="ema", choices=["ema", "raw"])
-    a("--steps", type=int, help="default: the preset's recipe")
-    a("--cfg", type=float, help="guidance scale (default: the recipe's)")
-    a("--interval", type=float, nargs=2, help="guidance interval low high (default: the recipe's)")
+    a("--steps", type=POSITIVE_INT, help="default: the preset's recipe")
+    a("--cfg", type=NON_NEGATIVE, help="guidance scale (default: the recipe's)")
+    a("--interval", type=UNIT, nargs=2, action=Interval, help="guidance interval low high (default: the recipe's)")
     a("--interval-rule", default="float32", choices=list(INTERVAL_RULES),
       help="float32: decide 'inside the interval' on the float32 time grid, as the authors do; exact: on i/N")
     a("--method", default="euler", choices=["euler", "heun", "sde"])
-    a("--shift", type=float, default=1.0, help="timestep shift")
+    a("--shift", type=POSITIVE, default=1.0, help="timestep shift")
     a("--skip-uncond", action="store_true", help="skip the unconditional half outside the guidance interval")
     a("--seed", type=int, default=0)
     a("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when present")
@@ -161,8 +162,8 @@ def parser() -> argparse.ArgumentParser:
     a = p.add_argument
     a("--ckpt", required=True)
     add_sampling_args(p)
-    a("--num-samples", type=int, default=100)
-    a("--batch", type=int, default=64, help="per-rank batch")
+    a("--num-samples", type=POSITIVE_INT, default=100)
+    a("--batch", type=POSITIVE_INT, default=64, help="per-rank batch")
     a("--out", default="samples")
     a("--grid", action="store_true", help="write grid.png of the first samples (default when --npz is absent)")
     a("--npz", action="store_true", help="write samples.npz in the ADM evaluation layout")

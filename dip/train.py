@@ -30,6 +30,7 @@ from tqdm import tqdm
 from dip_kernels import BACKENDS
 
 from .checkpoint import adapt_label_table, atomic_write, read_file, weights_of
+from .cli_types import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT, number
 from .data import load_batch, open_dataset, sample_indices
 from .diffusion import flow_loss, interpolate, logit_normal_t, sample
 from .distributed import init_distributed
@@ -47,19 +48,19 @@ def parser() -> argparse.ArgumentParser:
     a("--model", default="DiP-T/8", choices=sorted(PRESETS), help="preset (architecture + recipe)")
     a("--data", default="digits", help="'digits' (embedded, no download), a shard folder, or an ImageFolder")
     a("--out", default="runs/dip", help="run folder: checkpoints/, samples/, stats.jsonl, tensorboard/")
-    a("--image-size", type=int, help="default: the recipe's")
+    a("--image-size", type=POSITIVE_INT, help="default: the recipe's")
     a("--unconditional", action="store_true", help="ignore the labels: a model without classes (num_classes 0)")
-    a("--batch", type=int, help="global batch (all ranks, all accumulation steps); default: the recipe's")
-    a("--accum", type=int, default=1, help="gradient-accumulation steps per optimizer step")
-    a("--steps", type=int, default=None, help="optimizer steps (default: the recipe's; DiP-T/8: 2,800, about 7 "
+    a("--batch", type=POSITIVE_INT, help="global batch (all ranks, all accumulation steps); default: the recipe's")
+    a("--accum", type=POSITIVE_INT, default=1, help="gradient-accumulation steps per optimizer step")
+    a("--steps", type=POSITIVE_INT, default=None, help="optimizer steps (default: the recipe's; DiP-T/8: 2,800, about 7 "
                                                "minutes on an idle 2-core CPU)")
-    a("--minutes", type=float, default=None, help="opt-in wall-time budget (stops early; the result then depends "
+    a("--minutes", type=POSITIVE, default=None, help="opt-in wall-time budget (stops early; the result then depends "
                                                    "on the machine's speed)")
-    a("--lr", type=float)
-    a("--weight-decay", type=float)
-    a("--ema-decay", type=float)
-    a("--label-dropout", type=float)
-    a("--grad-clip", type=float, help="clip the global gradient norm (default: none, as the paper)")
+    a("--lr", type=POSITIVE)
+    a("--weight-decay", type=NON_NEGATIVE)
+    a("--ema-decay", type=number(float, 0, 1, high_open=True))
+    a("--label-dropout", type=UNIT)
+    a("--grad-clip", type=POSITIVE, help="clip the global gradient norm (default: none, as the paper)")
     a("--seed", type=int, default=0)
     a("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when present")
     a("--precision", choices=["bf16", "fp32"], help="bf16 autocast (default on CUDA) or fp32 (default on CPU)")
@@ -71,20 +72,20 @@ def parser() -> argparse.ArgumentParser:
     a("--fsdp", action="store_true", help="shard parameters, gradients and optimizer state (FSDP2)")
     a("--deterministic", action="store_true", help="deterministic algorithms (exact resume on GPU)")
     a("--repa-encoder", default=None, help="DINOv2 ViT-B/14 weights (dinov2_vitb14_pretrain.pth); REPA off if absent")
-    a("--repa-weight", type=float)
-    a("--repa-block", type=int)
+    a("--repa-weight", type=NON_NEGATIVE)
+    a("--repa-block", type=POSITIVE_INT)
     a("--resume", default="auto", help="'auto' (newest valid checkpoint in --out), a path, or 'none'")
     a("--init-from", default=None, help="fine-tune: start from these weights (EMA of a dip.train checkpoint, or a "
                                         "weights file); a different class count keeps the source's null row")
-    a("--eval-every", type=int, default=0, help="steps between FID/sFID/precision/recall of the EMA model (0: off)")
+    a("--eval-every", type=NON_NEGATIVE_INT, default=0, help="steps between FID/sFID/precision/recall of the EMA model (0: off)")
     a("--eval-ref", default=None, help="reference for --eval-every: a dataset spec, an image .npz or a stats .npz")
-    a("--eval-samples", type=int, default=1000, help="samples per evaluation (class-balanced, fixed seeds)")
+    a("--eval-samples", type=POSITIVE_INT, default=1000, help="samples per evaluation (class-balanced, fixed seeds)")
     a("--inception-logits", default=None, help="pt_inception weights: adds the Inception Score to evaluations")
-    a("--ckpt-every", type=int, default=500, help="steps between checkpoints (and one at the end)")
-    a("--keep", type=int, default=3, help="checkpoints kept")
-    a("--sample-every", type=int, default=1000, help="steps between PNG sample grids of the EMA model")
-    a("--log-every", type=int, default=20)
-    a("--final-samples", type=int, default=8, help="samples per class in the final grid (0: none)")
+    a("--ckpt-every", type=POSITIVE_INT, default=500, help="steps between checkpoints (and one at the end)")
+    a("--keep", type=POSITIVE_INT, default=3, help="checkpoints kept (≥ 1: the newest is never deleted)")
+    a("--sample-every", type=POSITIVE_INT, default=1000, help="steps between PNG sample grids of the EMA model")
+    a("--log-every", type=POSITIVE_INT, default=20)
+    a("--final-samples", type=NON_NEGATIVE_INT, default=8, help="samples per class in the final grid (0: none)")
     a("--tensorboard", action="store_true")
     a("--dry-run", action="store_true", help="print the resolved config and exit")
     a("--debug-nan-step", type=int, default=-1, help=argparse.SUPPRESS)  # tests: poison one step's loss

@@ -1,0 +1,46 @@
+"""Argument types for the command lines: every numeric option is checked against its domain when parsed, so a
+mistake ends the command at once with argparse's one-line error naming the option (``dip-train: error: argument
+--ema-decay: must be in [0, 1), got 1.5``) instead of running with a silently wrong value."""
+from __future__ import annotations
+
+import argparse
+import math
+
+
+def number(kind: type, low: float | None = None, high: float | None = None, *, low_open: bool = False,
+           high_open: bool = False):
+    """An argparse ``type``: a ``kind`` (int or float) value in the interval [low, high] (ends open as asked)."""
+    left, right = "(" if low_open else "[", ")" if high_open else "]"
+    ends = ("-inf" if low is None else f"{low:g}", "inf" if high is None else f"{high:g}")
+    domain = f"{left}{ends[0]}, {ends[1]}{right}"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {'an integer' if kind is int else 'a number'}, got {text!r}")
+        bad = not math.isfinite(value) or (low is not None and (value <= low if low_open else value < low)) or \
+            (high is not None and (value >= high if high_open else value > high))
+        if bad:
+            raise argparse.ArgumentTypeError(f"must be in {domain}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+POSITIVE_INT = number(int, 1)
+NON_NEGATIVE_INT = number(int, 0)
+POSITIVE = number(float, 0, low_open=True)
+NON_NEGATIVE = number(float, 0)
+UNIT = number(float, 0, 1)
+
+
+class Interval(argparse.Action):
+    """``--interval LOW HIGH``: two times in [0, 1] with LOW ≤ HIGH (a reversed pair would silently disable guidance)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        low, high = values
+        if low > high:
+            parser.error(f"argument {option_string}: LOW must be ≤ HIGH, got {low:g} {high:g}")
+        setattr(namespace, self.dest, (low, high))
