@@ -38,6 +38,7 @@ from .ema import EMA
 from .images import save_grid
 from .presets import PRESETS, create_model, recipe
 from .repa import DINOv2, Projector, encoder_input, repa_loss
+from .run_lock import RunFolderBusy, RunLock
 from .sample import SamplingSettings
 
 
@@ -157,6 +158,7 @@ class Trainer:
         random.seed(cfg["seed"])
         np.random.seed(cfg["seed"])
         self.out = Path(cfg["out"])
+        self.lock = RunLock(self.out) if self.rank == 0 else None  # one writer per run folder
         self.data = open_dataset(cfg["data"], cfg["image_size"])
         self.num_classes = 0 if cfg["unconditional"] else len(self.data.classes)
         per_step = cfg["batch"] // (self.world * cfg["accum"])
@@ -518,10 +520,15 @@ def main(argv=None) -> dict:
     if cfg["dry_run"]:
         print(json.dumps(cfg, indent=2))
         return cfg
-    trainer = Trainer(cfg)
+    try:
+        trainer = Trainer(cfg)
+    except RunFolderBusy as err:
+        parser().error(str(err))
     try:
         return trainer.run()
     finally:
+        if trainer.lock is not None:
+            trainer.lock.release()
         if dist.is_initialized():
             dist.destroy_process_group()
 

@@ -231,3 +231,20 @@ def test_a_slow_run_says_so_once_with_the_reason():
     stub.step = 100
     Trainer.warn_if_slow(stub, started=0.0)  # once
     assert len(said) == 1
+
+
+def test_a_second_writer_of_a_run_folder_is_refused(tmp_path, capsys):
+    """Two trainings into one --out would overwrite each other's checkpoints: the second stops at once."""
+    from dip.run_lock import RunLock
+
+    held = RunLock(tmp_path / "run")  # another training holds the folder
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            run(tmp_path / "run", "--steps", "1")
+        assert exit_.value.code == 2
+        assert "is in use by another training (pid" in capsys.readouterr().err
+        assert not (tmp_path / "run" / "checkpoints").exists()
+    finally:
+        held.release()
+    run(tmp_path / "run", "--steps", "1")  # free again once released (and released at the end of a run)
+    run(tmp_path / "run", "--steps", "2")
