@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from conftest import cuda_kernels_run_on
 from dip_kernels import implementations
 from op_cases import LAYOUTS, applicable, case, kernel_pairs, leaves_of, relayout
-from parity import assert_parity, inputs, run_with_grads
+from parity import assert_parity, inputs
 
 PAIRS = kernel_pairs()
 
@@ -56,5 +56,4 @@ def test_every_kernel_is_covered():
     """Each op with a Triton or CUDA kernel registered has a case here (a new kernel needs one)."""
     from dip_kernels import ops
     kernels = {op for op in ops() if set(implementations(op)) & {"triton", "cuda"}} - {"attention"}
-    assert kernels <= {op for op, _ in PAIRS} | {op for op in kernels if not PAIRS}
     assert {op for op, _ in PAIRS} == kernels
