@@ -111,6 +111,11 @@ def sum_partials(partials: torch.Tensor, groups: int, dtype: torch.dtype) -> tor
     return partials.view(groups, -1, partials.shape[-1]).sum(1).to(dtype)
 
 
+def to_nhwc(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in dense channels_last (NHWC) memory, the layout the head's kernels read (a copy only when needed)."""
+    return t.contiguous(memory_format=torch.channels_last)
+
+
 def nhwc_empty(N: int, C: int, S: int, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """A new (N, C, S, S) tensor in channels_last memory (NHWC)."""
     return torch.empty(N, S, S, C, device=like.device, dtype=dtype).permute(0, 3, 1, 2)

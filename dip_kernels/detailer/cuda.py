@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ..checks import device_guard, nhwc_empty, pooled_stage_grads
+from ..checks import device_guard, nhwc_empty, pooled_stage_grads, to_nhwc
 from ..cuda_ext import DTYPE_CODES, multiprocessors, require, stream_of
 
 
@@ -86,9 +86,7 @@ def _stem_backward(ctx, d_skip, d_pooled, _d_pre, _d_argmax):
     grads = pooled_stage_grads(d_skip, d_pooled, pre, argmax)
     if grads is None:
         return (None,) * 5
-    cl = torch.channels_last
-    dw, db = stem_bwd(grads[0].contiguous(memory_format=cl), grads[1].contiguous(memory_format=cl), argmax, pre, img,
-                      weight, ctx.patch_size)
+    dw, db = stem_bwd(to_nhwc(grads[0]), to_nhwc(grads[1]), argmax, pre, img, weight, ctx.patch_size)
     return None, dw, db, None, None
 
 

@@ -11,19 +11,12 @@ from __future__ import annotations
 
 import torch
 
-from ..checks import activation_dtype, check_patch_grid, check_tensor
+from ..checks import activation_dtype, check_patch_grid, check_tensor, to_nhwc
 from ..cuda_ext import check_device
 from ..registry import load_launchers, register
 from . import reference
 
 LAUNCHERS = load_launchers(__package__)
-CL = torch.channels_last
-
-
-def _cl(t: torch.Tensor) -> torch.Tensor:
-    return t.contiguous(memory_format=CL)
-
-
 def _check_conv(name: str, weight: torch.Tensor, bias: torch.Tensor, cin: int, k: int, device) -> tuple:
     """(weight, bias) checked, dense (the kernels read both with unit strides)."""
     check_tensor(f"{name} weight", weight, rank=4, device=device)
@@ -70,7 +63,7 @@ def triton_encoder(x, weight, bias):
     """Triton twin of ``reference.detailer_encoder``."""
     _check_patches("x", x)
     weight, bias = _check_conv("encoder", weight, bias, x.shape[1], 3, x.device)
-    skip, pooled, _, _ = LAUNCHERS["triton"].encoder_fwd(_cl(x), weight, bias, 0, activation_dtype(x, weight))
+    skip, pooled, _, _ = LAUNCHERS["triton"].encoder_fwd(to_nhwc(x), weight, bias, 0, activation_dtype(x, weight))
     return skip, pooled
 
 
@@ -79,14 +72,14 @@ def triton_bottleneck(pooled, context, weight, bias):
     _check_patches("pooled", pooled)
     check_tensor("context", context, shape=(pooled.shape[0], weight.shape[1] - pooled.shape[1]), device=pooled.device)
     weight, bias = _check_conv("bottleneck", weight, bias, pooled.shape[1] + context.shape[1], 1, pooled.device)
-    y, _ = LAUNCHERS["triton"].bottleneck_fwd(_cl(pooled), context, weight, bias, activation_dtype(pooled, weight))
+    y, _ = LAUNCHERS["triton"].bottleneck_fwd(to_nhwc(pooled), context, weight, bias, activation_dtype(pooled, weight))
     return y
 
 
 def triton_decoder(x, skip, up_weight, up_bias, weight, bias):
     """Triton twin of ``reference.detailer_decoder``."""
     up_weight, up_bias, weight, bias = _check_decoder(x, skip, up_weight, up_bias, weight, bias)
-    y, _, _ = LAUNCHERS["triton"].decoder_fwd(_cl(x), _cl(skip), up_weight, up_bias, weight, bias,
+    y, _, _ = LAUNCHERS["triton"].decoder_fwd(to_nhwc(x), to_nhwc(skip), up_weight, up_bias, weight, bias,
                                               activation_dtype(x, weight))
     return y
 
@@ -97,8 +90,9 @@ def triton_decoder_output(x, skip, up_weight, up_bias, weight, bias, out_weight,
     up_weight, up_bias, weight, bias = _check_decoder(x, skip, up_weight, up_bias, weight, bias)
     out_weight, out_bias = _check_conv("output", out_weight, out_bias, weight.shape[0], 1, x.device)
     _check_image_patches("x", x, 2 * x.shape[2], batch, height, width)
-    img, _, _ = LAUNCHERS["triton"].decoder_output_fwd(_cl(x), _cl(skip), up_weight, up_bias, weight, bias, out_weight,
-                                                       out_bias, batch, height, width, activation_dtype(x, weight))
+    img, _, _ = LAUNCHERS["triton"].decoder_output_fwd(to_nhwc(x), to_nhwc(skip), up_weight, up_bias, weight, bias,
+                                                       out_weight, out_bias, batch, height, width,
+                                                       activation_dtype(x, weight))
     return img
 
 
@@ -107,7 +101,7 @@ def triton_output(y, weight, bias, batch, height, width):
     _check_patches("y", y)
     weight, bias = _check_conv("output", weight, bias, y.shape[1], 1, y.device)
     _check_image_patches("y", y, y.shape[2], batch, height, width)
-    return LAUNCHERS["triton"].output_fwd(_cl(y), weight, bias, batch, height, width, activation_dtype(y, weight))
+    return LAUNCHERS["triton"].output_fwd(to_nhwc(y), weight, bias, batch, height, width, activation_dtype(y, weight))
 
 
 # ---------------------------------------------------------------------------------------------------- CUDA
@@ -132,7 +126,7 @@ def _cuda_output_conv(y, weight, bias, batch, height, width):
     _check_image_patches("y", y, y.shape[2], batch, height, width)
     dtype = activation_dtype(y, weight)
     w = weight.float().reshape(weight.shape[0], -1)
-    return LAUNCHERS["cuda"].output_fwd(_cl(y.to(dtype)), w, bias.float(), batch, height, width)
+    return LAUNCHERS["cuda"].output_fwd(to_nhwc(y.to(dtype)), w, bias.float(), batch, height, width)
 
 
 def cuda_output(y, weight, bias, batch, height, width):

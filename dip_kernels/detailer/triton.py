@@ -21,15 +21,8 @@ from __future__ import annotations
 
 import torch
 
-from ..checks import nhwc_empty, pooled_stage_grads
+from ..checks import nhwc_empty, pooled_stage_grads, to_nhwc
 from .conv_triton import Operand, act_bwd, broadcast, conv_fwd, conv_wgrad, image, patches
-
-CL = torch.channels_last
-
-
-def _cl(t: torch.Tensor) -> torch.Tensor:
-    return t.contiguous(memory_format=CL)
-
 
 def _conv_weight(w: torch.Tensor, dtype: torch.dtype):
     """(Cout, Cin, k, k) → (k, k, Cin, Cout) in ``dtype`` and its (ky, kx, in, out) strides."""
@@ -103,7 +96,7 @@ def encoder_bwd(d_skip: torch.Tensor, d_pooled: torch.Tensor, x: torch.Tensor, w
     """(dx or empty, dweight, dbias)."""
     N, S = _geometry(x, patch_size)
     cout, cin = weight.shape[:2]
-    dpre, db = act_bwd(_cl(d_skip), _cl(d_pooled), argmax, pre, pre.dtype)
+    dpre, db = act_bwd(to_nhwc(d_skip), to_nhwc(d_pooled), argmax, pre, pre.dtype)
     wk, _ = _conv_weight(weight, pre.dtype)
     if input_grad:
         dx = torch.empty_like(x) if patch_size else nhwc_empty(N, cin, S, x, x.dtype)
@@ -173,7 +166,7 @@ def bottleneck_bwd(dy: torch.Tensor, pooled: torch.Tensor, context: torch.Tensor
     """(d_pooled, d_context, dweight, dbias)."""
     N, C, r, _ = pooled.shape
     D, cout = context.shape[1], weight.shape[0]
-    dpre, db = act_bwd(_cl(dy), None, None, pre, pre.dtype)
+    dpre, db = act_bwd(to_nhwc(dy), None, None, pre, pre.dtype)
     wk, _ = _conv_weight(weight, pre.dtype)
     d_in, d_pooled, d_ctx = _split_channels(N, C, D, r, pooled, pre.dtype)
     base, strides = _dgrad_weight(wk)
@@ -253,7 +246,7 @@ def _decoder_grads(dy, x, skip, up_weight, weight, up, pre):
     N, cin, r, _ = x.shape
     cup, cs, cout = up.shape[1], skip.shape[1], weight.shape[0]
     dt = pre.dtype
-    dpre, db = act_bwd(_cl(dy), None, None, pre, dt)
+    dpre, db = act_bwd(to_nhwc(dy), None, None, pre, dt)
     wk, _ = _conv_weight(weight, dt)
     d_in, d_up, d_skip = _split_channels(N, cup, cs, 2 * r, x, dt)
     base, strides = _dgrad_weight(wk)
@@ -403,7 +396,7 @@ def decoder_output_bwd(d_img: torch.Tensor, x: torch.Tensor, skip: torch.Tensor,
                        pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                                                    torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dx, d_skip, d_up_weight, d_up_bias, dweight, dbias, d_out_weight, d_out_bias)."""
-    y = _cl(torch.nn.functional.silu(pre.float()).to(pre.dtype))  # the activations the forward did not store
+    y = to_nhwc(torch.nn.functional.silu(pre.float()).to(pre.dtype))  # the activations the forward did not store
     dy, d_out_w, d_out_b = _output_grads(d_img, y, out_weight, pre.dtype)
     return (*_decoder_grads(dy, x, skip, up_weight, weight, up, pre), d_out_w, d_out_b)
 
