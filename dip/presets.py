@@ -20,6 +20,7 @@ class Recipe:
     num_classes: int = 1000
     global_batch: int = 256
     lr: float = 1e-4                 # AdamW, constant, no warm-up
+    lr_decay: float = 0.0            # linear decay to 0 over this final fraction of train_steps (0: constant)
     betas: tuple = (0.9, 0.999)
     weight_decay: float = 0.0
     ema_decay: float = 0.9999
@@ -86,6 +87,13 @@ def model_kwargs(name: str, **overrides) -> dict:
 def create_model(name: str, **overrides) -> DiP:
     """Build preset ``name`` (e.g. ``"DiP-XL/16"``) with keyword overrides of ``DiP``'s options."""
     return DiP(**model_kwargs(name, **overrides))
+
+
+def run_model_options(cfg: dict) -> dict:
+    """The model options a training run's config sets on top of its preset (``--head``, ``--head-width``); also
+    read back from a checkpoint's config so the same architecture is rebuilt."""
+    options = {"head": cfg.get("head"), "head_base_width": cfg.get("head_width")}
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def recipe(name: str, **overrides) -> Recipe:

@@ -30,7 +30,7 @@ from .diffusion import INTERVAL_RULES, sample, to_uint8
 from .distributed import init_distributed
 from .graphed_sampler import GraphedEulerSampler, store_autocast_weights
 from .images import save_grid, save_npz
-from .presets import PRESETS, create_model, recipe
+from .presets import PRESETS, create_model, recipe, run_model_options
 
 
 def load_model(ckpt: str, model_name: str | None, which: str, kernels: str | None, device) -> torch.nn.Module:
@@ -39,12 +39,13 @@ def load_model(ckpt: str, model_name: str | None, which: str, kernels: str | Non
     if is_training_checkpoint(obj):
         cfg = json.loads(obj["config"])
         model_name, image_size = model_name or cfg["model"], cfg["image_size"]
+        options = run_model_options(cfg)
     else:
-        model_name, image_size = model_name or "DiP-XL/16", None
+        model_name, image_size, options = model_name or "DiP-XL/16", None, {}
     state, source = weights_of(obj, which)
     classes = state["y_embedder.embedding_table.weight"].shape[0] - 1
     model = create_model(model_name, num_classes=classes, kernels=kernels,
-                         **({"image_size": image_size} if image_size else {}))
+                         **({"image_size": image_size} if image_size else {}), **options)
     try:
         model.load_state_dict(state)
     except RuntimeError as err:

@@ -36,7 +36,7 @@ from .diffusion import flow_loss, interpolate, logit_normal_t, sample
 from .distributed import init_distributed
 from .ema import EMA
 from .images import save_grid
-from .presets import PRESETS, create_model, recipe
+from .presets import PRESETS, create_model, recipe, run_model_options
 from .repa import DINOv2, Projector, encoder_input, repa_loss
 from .run_lock import RunFolderBusy, RunLock
 from .sample import SamplingSettings
@@ -51,6 +51,9 @@ def parser() -> argparse.ArgumentParser:
     a("--out", default="runs/dip", help="run folder: checkpoints/, samples/, stats.jsonl, tensorboard/")
     a("--image-size", type=POSITIVE_INT, help="default: the recipe's")
     a("--unconditional", action="store_true", help="ignore the labels: a model without classes (num_classes 0)")
+    a("--head", choices=["detailer", "dit"], help="output head (default: the preset's): the Patch Detailer Head or "
+                                                  "the paper's DiT-only baseline")
+    a("--head-width", type=POSITIVE_INT, help="Detailer width of the first stage (default: the preset's)")
     a("--batch", type=POSITIVE_INT, help="global batch (all ranks, all accumulation steps); default: the recipe's")
     a("--accum", type=POSITIVE_INT, default=1, help="gradient-accumulation steps per optimizer step")
     a("--steps", type=POSITIVE_INT, default=None, help="optimizer steps (default: the recipe's; DiP-T/8: 2,800, about 7 "
@@ -58,9 +61,14 @@ def parser() -> argparse.ArgumentParser:
     a("--minutes", type=POSITIVE, default=None, help="opt-in wall-time budget (stops early; the result then depends "
                                                    "on the machine's speed)")
     a("--lr", type=POSITIVE)
+    a("--lr-decay", type=UNIT, help="decay the lr linearly to 0 over this final fraction of --steps (default: the "
+                                    "recipe's; 0: constant)")
     a("--weight-decay", type=NON_NEGATIVE)
     a("--ema-decay", type=number(float, 0, 1, high_open=True))
     a("--label-dropout", type=UNIT)
+    a("--t-mean", type=number(float), help="logit-normal t = sigmoid(N(mean, std²)), t = 1 data (default: the "
+                                           "recipe's; > 0 trains more at low noise)")
+    a("--t-std", type=POSITIVE)
     a("--grad-clip", type=POSITIVE, help="clip the global gradient norm (default: none, as the paper)")
     a("--seed", type=int, default=0)
     a("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when present")
@@ -98,13 +106,15 @@ def resolve(args: argparse.Namespace) -> dict:
     r = recipe(args.model)
     cfg = {k.replace("-", "_"): v for k, v in vars(args).items()}
     defaults = {"image_size": r.image_size, "batch": r.global_batch, "lr": r.lr, "weight_decay": r.weight_decay,
-                "ema_decay": r.ema_decay, "label_dropout": r.label_dropout, "repa_weight": r.repa_weight,
+                "lr_decay": r.lr_decay, "t_mean": r.t_mean, "t_std": r.t_std, "ema_decay": r.ema_decay, "label_dropout": r.label_dropout, "repa_weight": r.repa_weight,
                 "repa_block": r.repa_block,
                 "precision": "bf16" if torch.cuda.is_available() and args.device != "cpu" else "fp32",
                 "steps": None if args.minutes is not None else r.train_steps}
     for k, v in defaults.items():
         if cfg.get(k) is None:
             cfg[k] = v
+    if cfg["lr_decay"] and cfg["steps"] is None:
+        raise ValueError("--lr-decay needs a fixed number of --steps (not a --minutes budget)")
     cfg["recipe"] = dataclasses.asdict(r)
     return cfg
 
@@ -170,7 +180,7 @@ class Trainer:
             raise ValueError("--merged-projections with --fsdp is not supported (FSDP shards the block layout)")
         model = create_model(cfg["model"], image_size=cfg["image_size"], num_classes=self.num_classes,
                              kernels=cfg["kernels"], gradient_checkpointing=cfg["grad_checkpointing"],
-                             merged_projections=cfg["merged_projections"])
+                             merged_projections=cfg["merged_projections"], **run_model_options(cfg))
         if cfg["init_from"]:
             self._initialise_from(model, cfg["init_from"])
         self.model = model.to(self.device)
@@ -254,7 +264,7 @@ class Trainer:
         r = self.cfg["recipe"]
         y = y.to(self.device) if self.num_classes else torch.zeros_like(y, device=self.device)  # 0 = the null row
         y = torch.where(u < self.cfg["label_dropout"], torch.full_like(y, self.num_classes), y)
-        return x.to(self.device), y, logit_normal_t(n, r["t_mean"], r["t_std"]), noise
+        return x.to(self.device), y, logit_normal_t(n, self.cfg["t_mean"], self.cfg["t_std"]), noise
 
     def loss(self, x, y, t, eps):
         xt = interpolate(x, eps, t)
@@ -283,6 +293,9 @@ class Trainer:
                 loss.backward()
             total += loss.detach()
         params = [p for group in self.opt.param_groups for p in group["params"]]
+        self.lr_used = self.lr_now()
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr_used
         norm = torch.nn.utils.clip_grad_norm_(params, self.cfg["grad_clip"] or float("inf"))
         ok = bool(torch.isfinite(norm)) and bool(torch.isfinite(total))
         if ok:
@@ -297,6 +310,15 @@ class Trainer:
             dist.all_reduce(total)
             total /= self.world
         return float(total), ok
+
+    def lr_now(self) -> float:
+        """The lr of the step being taken: constant, then (``--lr-decay f``) linear to 0 over the last f·steps, so
+        that the final step still moves (lr/decay_steps) and a resumed run recomputes the same value."""
+        lr, steps, fraction = self.cfg["lr"], self.cfg["steps"], self.cfg["lr_decay"]
+        decay_steps = round(fraction * steps) if steps else 0
+        if decay_steps == 0 or self.step < steps - decay_steps:
+            return lr
+        return lr * (steps - self.step) / decay_steps
 
     # -------------------------------------------------------------------------------------- checkpoints
     def save(self) -> None:
@@ -466,7 +488,7 @@ class Trainer:
                 now = time.time()
                 stats = {"step": self.step, "loss": window_loss / max(window_n, 1),
                          "img_per_s": self.cfg["log_every"] * self.cfg["batch"] / (now - last_log),
-                         "skipped": self.skipped, "lr": self.cfg["lr"], "ema_decay": self.ema.decay_now(),
+                         "skipped": self.skipped, "lr": self.lr_used, "ema_decay": self.ema.decay_now(),
                          "mem_gb": torch.cuda.max_memory_allocated(self.device) / 2**30
                          if self.device.type == "cuda" else 0.0, "elapsed_s": now - started}
                 self.record(stats)
@@ -516,7 +538,10 @@ def slowdown_reason() -> str:
 
 
 def main(argv=None) -> dict:
-    cfg = resolve(parser().parse_args(argv))
+    try:
+        cfg = resolve(parser().parse_args(argv))
+    except ValueError as err:
+        parser().error(str(err))
     if cfg["dry_run"]:
         print(json.dumps(cfg, indent=2))
         return cfg

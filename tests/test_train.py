@@ -248,3 +248,31 @@ def test_a_second_writer_of_a_run_folder_is_refused(tmp_path, capsys):
         held.release()
     run(tmp_path / "run", "--steps", "1")  # free again once released (and released at the end of a run)
     run(tmp_path / "run", "--steps", "2")
+
+
+def test_lr_decay_is_linear_to_zero_and_resumes_exactly(tmp_path):
+    run(tmp_path / "straight", "--steps", "6", "--ckpt-every", "3", "--lr-decay", "0.5", "--lr", "3e-3")
+    lrs = [s["lr"] for s in stats(tmp_path / "straight") if "loss" in s]
+    assert lrs == pytest.approx([3e-3, 3e-3, 3e-3, 3e-3, 2e-3, 1e-3])  # the last step still moves
+    final = newest(tmp_path / "straight")["model"]
+    (tmp_path / "straight" / "checkpoints" / "step_00000006.pt").unlink()  # as if stopped after step 3
+    run(tmp_path / "straight", "--steps", "6", "--ckpt-every", "3", "--lr-decay", "0.5", "--lr", "3e-3")
+    same_state(final, newest(tmp_path / "straight")["model"])
+
+
+def test_lr_decay_needs_a_step_count(capsys):
+    with pytest.raises(SystemExit):
+        main(["--minutes", "1", "--lr-decay", "0.3", "--dry-run"])
+    assert "--lr-decay needs a fixed number of --steps" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, check", [
+    (["--head", "dit"], lambda m: m.head == "dit" and hasattr(m, "final_layer")),
+    (["--head-width", "32"], lambda m: m.local_decoder.enc1[0].out_channels == 32),
+])
+def test_head_options_are_saved_and_rebuilt_by_the_samplers(tmp_path, flags, check):
+    from dip.sample import load_model
+
+    run(tmp_path, "--steps", "1", *flags)
+    model = load_model(str(sorted((tmp_path / "checkpoints").glob("*.pt"))[-1]), None, "ema", "torch", "cpu")
+    assert check(model)

@@ -1,0 +1,137 @@
+"""Where the CPU demo's grain comes from: train DiP-T/8 variants for the same number of steps with the same seed and
+measure each one's samples against the real digits (docs/model.md §8).
+
+Each training row is the user's own command, ``python -m dip.train --steps N --seed S …`` with one change (head
+width, DiT-only head, lr decay, EMA decay, the t distribution); sampling rows reuse a trained model with one change to the sampler
+(steps, solver, guidance interval or scale, raw weights instead of EMA). Every row draws the same 500
+class-balanced samples (per-sample seeds) and reports the digit accuracy of the demo's classifier, FID, precision,
+recall, the high-frequency energy ratio and the seam score against all 1,797 real digits, plus the real digits'
+own seam score. Finished runs are reused (``--resume auto``), so an interrupted ablation continues.
+
+    python benchmarks/ablate_demo.py --out runs/ablation              # every row, ~1 hour on a 2-core CPU
+    python benchmarks/ablate_demo.py --rows recipe width-32 --steps 500
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dip.demo import digits_accuracy  # noqa: E402
+from dip.evaluate import FeatureSet, compare, reference_statistics  # noqa: E402
+from dip.inception import InceptionFeatures  # noqa: E402
+from dip.sample import SamplingSettings, generate, load_model  # noqa: E402
+from dip.presets import recipe  # noqa: E402
+
+RECIPE = recipe("DiP-T/8")
+SAMPLER = SamplingSettings(steps=RECIPE.sample_steps, cfg_scale=RECIPE.cfg_scale, interval=RECIPE.guidance_interval,
+                           method="euler", shift=1.0, skip_uncond=False, seed=0, precision="fp32", graph=False)
+
+# name: (extra dip.train flags, sampler changes, weights)
+ROWS = {
+    "recipe": ((), {}, "ema"),
+    "width-32": (("--head-width", "32"), {}, "ema"),
+    "width-64": (("--head-width", "64"), {}, "ema"),
+    "dit-only": (("--head", "dit"), {}, "ema"),
+    "lr-decay-0.3": (("--lr-decay", "0.3"), {}, "ema"),
+    "ema-0.9999": (("--ema-decay", "0.9999"), {}, "ema"),
+    "t-mean-1": (("--t-mean", "1.0"), {}, "ema"),
+    "raw-weights": ((), {}, "raw"),
+    "euler-100": ((), {"steps": 100}, "ema"),
+    "heun-50": ((), {"steps": 50, "method": "heun"}, "ema"),
+    "no-guidance-last-10%": ((), {"interval": (0.0, 0.9)}, "ema"),
+    "cfg-1": ((), {"cfg_scale": 1.0}, "ema"),
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="runs/ablation")
+    p.add_argument("--rows", nargs="+", default=list(ROWS), help=f"some of {list(ROWS)}, or 'key=flags' for a new "
+                                                                 "training row, e.g. 'w32-decay=--head-width 32 "
+                                                                 "--lr-decay 0.3'")
+    p.add_argument("--steps", type=int, default=RECIPE.train_steps, help="training steps of every row")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-samples", type=int, default=500)
+    return p
+
+
+def parse_row(spec: str) -> tuple:
+    """A row name of ROWS, or 'name=--flag value …' (a training row with those dip.train flags)."""
+    if spec in ROWS:
+        return spec, ROWS[spec]
+    name, sep, flags = spec.partition("=")
+    if not sep:
+        raise ValueError(f"unknown row {spec!r}: expected one of {list(ROWS)} or 'name=--flags …'")
+    return name, (tuple(flags.split()), {}, "ema")
+
+
+def train(out: Path, flags: tuple, steps: int, seed: int) -> Path:
+    """Train (or finish training) one variant with the user's command; the final checkpoint's path."""
+    run = out / ("train" + "".join(f"_{f.lstrip('-')}" for f in flags))
+    command = [sys.executable, "-m", "dip.train", "--out", str(run), "--steps", str(steps), "--seed", str(seed),
+               "--final-samples", "8", *flags]
+    print(" ".join(command[1:]), flush=True)
+    subprocess.run(command, check=True)
+    return run / "checkpoints" / f"step_{steps:08d}.pt"
+
+
+def measure(ckpt: Path, settings: SamplingSettings, which: str, reference: dict, network, n: int) -> dict:
+    """Accuracy, FID, precision/recall, high-frequency ratio and seams of ``n`` class-balanced samples."""
+    model = load_model(str(ckpt), None, which, "torch", torch.device("cpu"))
+    features, images = FeatureSet(network, model.patch_size), []
+    for batch, _ in generate(model, list(range(n)), settings, batch=100, progress=False):
+        features.update(batch)
+        images.append(batch)
+    metrics = compare(features.statistics(), reference)
+    images = torch.cat(images).float() / 127.5 - 1
+    labels = torch.arange(n) % model.num_classes
+    return {"accuracy": digits_accuracy(images, labels), "fid": metrics["fid"]["value"],
+            "precision": metrics["precision"]["value"], "recall": metrics["recall"]["value"],
+            "hf_ratio": metrics["high_frequency_ratio"]["value"], "seam": metrics["seam_score"]["generated"],
+            "seam_real": metrics["seam_score"]["reference"]}
+
+
+def table(results: dict) -> str:
+    """The markdown table of the README."""
+    lines = ["| row | change | accuracy | FID | precision | recall | HF ratio | seam (real) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['change']} | {r['accuracy']:.1%} | {r['fid']:.1f} | {r['precision']:.2f} | "
+                     f"{r['recall']:.2f} | {r['hf_ratio']:.2f} | {r['seam']:.3f} ({r['seam_real']:.3f}) |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    args = parser().parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    network = InceptionFeatures()
+    reference = reference_statistics("digits", RECIPE.image_size, network, 8, batch=100, limit=None, seed=0)
+    results_path = out / "ablation.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    for name, (flags, sampler, which) in map(parse_row, args.rows):
+        started = time.time()
+        ckpt = train(out, flags, args.steps, args.seed)
+        settings = replace(SAMPLER, **sampler)
+        row = measure(ckpt, settings, which, reference, network, args.num_samples)
+        change = " ".join(flags) or ", ".join(f"{k} {v}" for k, v in sampler.items()) or (
+            "raw weights" if which == "raw" else "the recipe")
+        results[name] = {"change": change, "train_flags": list(flags), "sampling": settings.describe(),
+                         "weights": which, "steps": args.steps, "seed": args.seed, "samples": args.num_samples,
+                         **row, "seconds": round(time.time() - started, 1)}
+        results_path.write_text(json.dumps(results, indent=2))
+        print(table({name: results[name]}).splitlines()[-1], flush=True)
+    print(table(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()
