@@ -203,51 +203,85 @@ def _conv_fwd_kernel(a_ptr, a_T, a_GW, a_sb, a_sgy, a_sgx, a_sy, a_sx, a_sc, CA,
 
 
 @triton.jit
+def _valid_range(offset, SO, SI, STRIDE: tl.constexpr):
+    """[lo, hi) of the output coordinates y with 0 ≤ y·STRIDE + offset < SI (a tap's unpadded rows or columns)."""
+    lo = tl.maximum((STRIDE - 1 - offset) // STRIDE, 0)  # offset ≤ 0 here, or lo = 0
+    lo = tl.where(offset >= 0, 0, lo)
+    top = SI - 1 - offset
+    hi = tl.where(top >= 0, tl.minimum(top // STRIDE + 1, SO), 0)
+    return lo, tl.maximum(hi, lo)
+
+
+@triton.jit
+def _wgrad_loop(acc, s_ptr, s_T, s_GW, s_sb, s_sgy, s_sgx, s_sy, s_sx, s_sc, cc, cmask,
+                g_ptr, g_T, g_GW, g_sb, g_sgy, g_sgx, g_sy, g_sx, g_col, nmask, m_start, m_end, NP, y0, x0, VW, dy, dx,
+                STRIDE: tl.constexpr, G_SCATTER2: tl.constexpr, COMPUTE: tl.constexpr, UPCAST: tl.constexpr,
+                PRECISION: tl.constexpr, BLOCK_M: tl.constexpr):
+    """acc += Σ over the valid (pixel, patch) rows [m_start, m_end) of one source's channels cc (a BLOCK_K vector)
+    times the gradient columns: no branch inside, so the loads are software-pipelined (cp.async)."""
+    for m0 in range(m_start, m_end, BLOCK_M):
+        rm = m0 + tl.arange(0, BLOCK_M)
+        mmask = rm < m_end
+        pixel = rm // NP
+        n = rm % NP
+        y = y0 + pixel // VW
+        x = x0 + pixel % VW
+        s_off = _patch_base(n, s_T, s_GW, s_sb, s_sgy, s_sgx) + (y * STRIDE + dy) * s_sy + (x * STRIDE + dx) * s_sx
+        src = tl.load(s_ptr + s_off[None, :] + cc[:, None] * s_sc, mask=mmask[None, :] & cmask[:, None], other=0.0)
+        if G_SCATTER2:
+            g_pix = (2 * y) * g_sy + (2 * x) * g_sx
+        else:
+            g_pix = y * g_sy + x * g_sx
+        g_off = _patch_base(n, g_T, g_GW, g_sb, g_sgy, g_sgx) + g_pix
+        g = tl.load(g_ptr + g_off[:, None] + g_col[None, :], mask=mmask[:, None] & nmask[None, :], other=0.0)
+        acc = tl.dot(operand(src, COMPUTE, UPCAST), operand(g, COMPUTE, UPCAST), acc, input_precision=PRECISION)
+    return acc
+
+
+@triton.jit
 def _conv_wgrad_kernel(a_ptr, a_T, a_GW, a_sb, a_sgy, a_sgx, a_sy, a_sx, a_sc, CA,
                        b_ptr, b_T, b_GW, b_sb, b_sgy, b_sgx, b_sy, b_sx, b_sc, CB,
                        g_ptr, g_T, g_GW, g_sb, g_sgy, g_sgx, g_sy, g_sx, g_sc,
-                       part_ptr, M, NCOL, COUT, SO, SI, NP, M_PER_SPLIT,
+                       part_ptr, M, NCOL, COUT, SO, SI, NP, SPLITS,
                        KS: tl.constexpr, STRIDE: tl.constexpr, PAD: tl.constexpr, HAS_B: tl.constexpr,
                        G_SCATTER2: tl.constexpr, COMPUTE: tl.constexpr, UPCAST: tl.constexpr,
                        PRECISION: tl.constexpr,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """One (tap, input-channel block, output-column block, split) tile of dW. Only the output pixels where this
+    tap is not padded are visited (a rectangle of pixel positions × every patch, pixel-major), in equal shares per
+    split; a channel block reads source a, source b, or (straddling the boundary) both, decided once per program."""
     CIN = CA + CB
     k_blocks = tl.cdiv(CIN, BLOCK_K)
     tap = tl.program_id(0) // k_blocks
-    c = (tl.program_id(0) % k_blocks) * BLOCK_K + tl.arange(0, BLOCK_K)
+    c0 = (tl.program_id(0) % k_blocks) * BLOCK_K
+    c = c0 + tl.arange(0, BLOCK_K)
     rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    split = tl.program_id(2)
     nmask = rn < NCOL
     if G_SCATTER2:
         g_col = (rn // (2 * COUT)) * g_sy + ((rn // COUT) % 2) * g_sx + (rn % COUT) * g_sc
     else:
         g_col = rn * g_sc
+    dy = tap // KS - PAD
+    dx = tap % KS - PAD
+    y0, y1 = _valid_range(dy, SO, SI, STRIDE)
+    x0, x1 = _valid_range(dx, SO, SI, STRIDE)
+    VW = tl.maximum(x1 - x0, 1)
+    valid_rows = ((y1 - y0) * (x1 - x0)).to(tl.int64) * NP
+    per_split = tl.cdiv(tl.cdiv(valid_rows, SPLITS), BLOCK_M) * BLOCK_M
+    m_start = tl.program_id(2) * per_split
+    m_end = tl.minimum(m_start + per_split, valid_rows)
     acc = tl.zeros([BLOCK_K, BLOCK_N], dtype=tl.float32)
-    m_end = tl.minimum(split * M_PER_SPLIT + M_PER_SPLIT, M)
-    for m0 in range(split * M_PER_SPLIT, m_end, BLOCK_M):
-        rm = m0 + tl.arange(0, BLOCK_M)
-        mmask = rm < m_end
-        n, y, x = _pixels(rm, SO, 1, NP, 2)  # pixel-major: blocks where this tap is padded are skipped
-        iy = y * STRIDE + (tap // KS - PAD)
-        ix = x * STRIDE + (tap % KS - PAD)
-        valid = mmask & (iy >= 0) & (iy < SI) & (ix >= 0) & (ix < SI)
-        if tl.max(valid.to(tl.int32), axis=0) > 0:
-            a_off = _patch_base(n, a_T, a_GW, a_sb, a_sgy, a_sgx) + iy * a_sy + ix * a_sx
-            src = tl.load(a_ptr + a_off[None, :] + c[:, None] * a_sc, mask=valid[None, :] & (c < CA)[:, None],
-                          other=0.0).to(tl.float32)
-            if HAS_B:
-                b_off = _patch_base(n, b_T, b_GW, b_sb, b_sgy, b_sgx) + iy * b_sy + ix * b_sx
-                src += tl.load(b_ptr + b_off[None, :] + (c - CA)[:, None] * b_sc,
-                               mask=valid[None, :] & (c >= CA)[:, None] & (c < CIN)[:, None],
-                               other=0.0).to(tl.float32)
-            if G_SCATTER2:
-                g_pix = (2 * y) * g_sy + (2 * x) * g_sx
-            else:
-                g_pix = y * g_sy + x * g_sx
-            g_off = _patch_base(n, g_T, g_GW, g_sb, g_sgy, g_sgx) + g_pix
-            g = tl.load(g_ptr + g_off[:, None] + g_col[None, :], mask=mmask[:, None] & nmask[None, :], other=0.0)
-            acc = tl.dot(operand(src, COMPUTE, UPCAST), operand(g, COMPUTE, UPCAST), acc, input_precision=PRECISION)
-    row = ((split * KS * KS + tap) * CIN + c).to(tl.int64)
+    if c0 < CA:
+        acc = _wgrad_loop(acc, a_ptr, a_T, a_GW, a_sb, a_sgy, a_sgx, a_sy, a_sx, a_sc, c, c < CA,
+                          g_ptr, g_T, g_GW, g_sb, g_sgy, g_sgx, g_sy, g_sx, g_col, nmask, m_start, m_end, NP, y0, x0,
+                          VW, dy, dx, STRIDE, G_SCATTER2, COMPUTE, UPCAST, PRECISION, BLOCK_M)
+    if HAS_B:
+        if c0 + BLOCK_K > CA:
+            acc = _wgrad_loop(acc, b_ptr, b_T, b_GW, b_sb, b_sgy, b_sgx, b_sy, b_sx, b_sc, c - CA,
+                              (c >= CA) & (c < CIN), g_ptr, g_T, g_GW, g_sb, g_sgy, g_sgx, g_sy, g_sx, g_col, nmask,
+                              m_start, m_end, NP, y0, x0, VW, dy, dx, STRIDE, G_SCATTER2, COMPUTE, UPCAST, PRECISION,
+                              BLOCK_M)
+    row = ((tl.program_id(2) * KS * KS + tap) * CIN + c).to(tl.int64)
     tl.store(part_ptr + row[:, None] * NCOL + rn[None, :], acc, mask=(c < CIN)[:, None] & nmask[None, :])
 
 
@@ -317,7 +351,7 @@ def conv_wgrad(a: Operand, b: Operand | None, g: Operand, *, patches: int, so: i
     tiles_kn = ks * ks * triton.cdiv(cin, tiles["BLOCK_K"]) * triton.cdiv(ncol, tiles["BLOCK_N"])
     sms = gpu_sms(a.t.device)
     if sms:
-        splits = max(1, min(triton.cdiv(2 * sms, tiles_kn), triton.cdiv(M, 4 * tiles["BLOCK_M"])))
+        splits = max(1, min(2 * sms // tiles_kn, triton.cdiv(M, 4 * tiles["BLOCK_M"])))  # ≤ 2 programs per SM
     else:
         splits = min(2, triton.cdiv(M, tiles["BLOCK_M"]))
     per_split = triton.cdiv(triton.cdiv(M, splits), tiles["BLOCK_M"]) * tiles["BLOCK_M"]
@@ -325,7 +359,7 @@ def conv_wgrad(a: Operand, b: Operand | None, g: Operand, *, patches: int, so: i
     part = torch.empty(splits, ks * ks, cin, ncol, device=a.t.device, dtype=torch.float32)
     grid = (ks * ks * triton.cdiv(cin, tiles["BLOCK_K"]), triton.cdiv(ncol, tiles["BLOCK_N"]), splits)
     _conv_wgrad_kernel[grid](*a.args(), a.C, *b.args(), b.C, *g.args(), part, M, ncol, cout, so, si, patches,
-                             per_split,
+                             splits,
                              KS=ks, STRIDE=stride, PAD=pad, HAS_B=int(b.C > 0), G_SCATTER2=int(g_scatter2),
                              **dot_args(compute), **tiles)
     return part.sum(0)
