@@ -116,6 +116,31 @@ def _pixels(m, SO, HALF, NP, ORDER: tl.constexpr):
 
 
 @triton.jit
+def _fwd_loop(acc, s_ptr, s_base, s_sy, s_sx, s_sc, C, W_C0, w_ptr, W_BASE, w_sy, w_sx, w_sk, w_sn, rn, nmask,
+              y, x, mmask, ky0, ky1, kx0, kx1, SI, STRIDE: tl.constexpr, PAD: tl.constexpr, COMPUTE: tl.constexpr,
+              UPCAST: tl.constexpr, PRECISION: tl.constexpr, BLOCK_K: tl.constexpr):
+    """acc += one source's C channels (weight rows W_C0 …) over the taps [ky0, ky1) × [kx0, kx1), as a single loop
+    over (tap, channel block): one software pipeline for the whole reduction instead of one per tap."""
+    k_blocks = tl.cdiv(C, BLOCK_K)
+    kw = kx1 - kx0
+    rk = tl.arange(0, BLOCK_K)
+    for it in range(0, (ky1 - ky0) * kw * k_blocks):
+        t = it // k_blocks
+        ky = ky0 + t // kw
+        kx = kx0 + t % kw
+        c = (it % k_blocks) * BLOCK_K + rk
+        iy = y * STRIDE + (ky - PAD)
+        ix = x * STRIDE + (kx - PAD)
+        valid = mmask & (iy >= 0) & (iy < SI) & (ix >= 0) & (ix < SI)
+        src = tl.load(s_ptr + (s_base + iy * s_sy + ix * s_sx)[:, None] + c[None, :] * s_sc,
+                      mask=valid[:, None] & (c < C)[None, :], other=0.0)
+        w = tl.load(w_ptr + W_BASE + ky * w_sy + kx * w_sx + (W_C0 + c)[:, None] * w_sk + rn[None, :] * w_sn,
+                    mask=(c < C)[:, None] & nmask[None, :], other=0.0)
+        acc = tl.dot(operand(src, COMPUTE, UPCAST), operand(w, COMPUTE, UPCAST), acc, input_precision=PRECISION)
+    return acc
+
+
+@triton.jit
 def _conv_fwd_kernel(a_ptr, a_T, a_GW, a_sb, a_sgy, a_sgx, a_sy, a_sx, a_sc, CA,
                      b_ptr, b_T, b_GW, b_sb, b_sgy, b_sgx, b_sy, b_sx, b_sc, CB,
                      w_ptr, W_BASE, w_sy, w_sx, w_sk, w_sn, bias_ptr, wo_ptr, bo_ptr, NOUT,
@@ -134,31 +159,21 @@ def _conv_fwd_kernel(a_ptr, a_T, a_GW, a_sb, a_sgy, a_sgx, a_sy, a_sx, a_sc, CA,
     a_base = _patch_base(n, a_T, a_GW, a_sb, a_sgy, a_sgx)
     b_base = _patch_base(n, b_T, b_GW, b_sb, b_sgy, b_sgx)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for tap in tl.static_range(KS * KS):
-        iy = y * STRIDE + (tap // KS - PAD)
-        ix = x * STRIDE + (tap % KS - PAD)
-        valid = mmask & (iy >= 0) & (iy < SI) & (ix >= 0) & (ix < SI)
-        if tl.max(valid.to(tl.int32), axis=0) > 0:  # a tap padded for every row of the tile is skipped
-            w_tap = w_ptr + W_BASE + (tap // KS) * w_sy + (tap % KS) * w_sx
-            a_pix = a_base + iy * a_sy + ix * a_sx
-            for c0 in range(0, CA, BLOCK_K):
-                c = c0 + rk
-                src = tl.load(a_ptr + a_pix[:, None] + c[None, :] * a_sc, mask=valid[:, None] & (c < CA)[None, :],
-                              other=0.0)
-                w = tl.load(w_tap + c[:, None] * w_sk + rn[None, :] * w_sn,
-                            mask=(c < CA)[:, None] & nmask[None, :], other=0.0)
-                acc = tl.dot(operand(src, COMPUTE, UPCAST), operand(w, COMPUTE, UPCAST), acc,
-                             input_precision=PRECISION)
-            if HAS_B:
-                b_pix = b_base + iy * b_sy + ix * b_sx
-                for c0 in range(0, CB, BLOCK_K):
-                    c = c0 + rk
-                    src = tl.load(b_ptr + b_pix[:, None] + c[None, :] * b_sc,
-                                  mask=valid[:, None] & (c < CB)[None, :], other=0.0)
-                    w = tl.load(w_tap + (CA + c)[:, None] * w_sk + rn[None, :] * w_sn,
-                                mask=(c < CB)[:, None] & nmask[None, :], other=0.0)
-                    acc = tl.dot(operand(src, COMPUTE, UPCAST), operand(w, COMPUTE, UPCAST), acc,
-                                 input_precision=PRECISION)
+    # the taps that are unpadded for at least one row of the tile: a rectangle [ky0, ky1) × [kx0, kx1) (padded taps
+    # of pixel-major tiles are skipped: e.g. 5 of 9 at 2×2)
+    y_lo = tl.min(tl.where(mmask, y, SO), axis=0)
+    y_hi = tl.max(tl.where(mmask, y, 0), axis=0)
+    x_lo = tl.min(tl.where(mmask, x, SO), axis=0)
+    x_hi = tl.max(tl.where(mmask, x, 0), axis=0)
+    ky0 = tl.maximum(PAD - y_hi * STRIDE, 0)
+    ky1 = tl.maximum(tl.minimum(SI + PAD - y_lo * STRIDE, KS), ky0)
+    kx0 = tl.maximum(PAD - x_hi * STRIDE, 0)
+    kx1 = tl.maximum(tl.minimum(SI + PAD - x_lo * STRIDE, KS), kx0)
+    acc = _fwd_loop(acc, a_ptr, a_base, a_sy, a_sx, a_sc, CA, 0, w_ptr, W_BASE, w_sy, w_sx, w_sk, w_sn, rn, nmask,
+                    y, x, mmask, ky0, ky1, kx0, kx1, SI, STRIDE, PAD, COMPUTE, UPCAST, PRECISION, BLOCK_K)
+    if HAS_B:
+        acc = _fwd_loop(acc, b_ptr, b_base, b_sy, b_sx, b_sc, CB, CA, w_ptr, W_BASE, w_sy, w_sx, w_sk, w_sn, rn,
+                        nmask, y, x, mmask, ky0, ky1, kx0, kx1, SI, STRIDE, PAD, COMPUTE, UPCAST, PRECISION, BLOCK_K)
     if SCATTER2:  # columns (a, b, c) of a ConvTranspose 2×2/2
         co = rn % COUT
         col_off = (rn // (2 * COUT)) * o_sy + ((rn // COUT) % 2) * o_sx + co * o_sc
