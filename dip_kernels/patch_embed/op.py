@@ -42,10 +42,8 @@ def _(img, weight, bias, patch_size, compute_dtype):
 def patch_embed_bwd_weight(dout: torch.Tensor, img: torch.Tensor, weight: torch.Tensor, patch_size: int,
                            compute_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """(dweight (D, C·P²), dbias (D,)) in the weight's dtype."""
-    dw = torch.empty_like(weight)
-    db = torch.empty(weight.shape[0], device=weight.device, dtype=weight.dtype)
-    LAUNCHERS["triton"].launch_bwd_weight(dout, img, dw, db, patch_size, compute_dtype)
-    return dw, db
+    dw, db = LAUNCHERS["triton"].launch_bwd_weight(dout, img, weight, patch_size, compute_dtype)
+    return dw.to(weight.dtype), db.to(weight.dtype)
 
 
 @patch_embed_bwd_weight.register_fake

@@ -4,8 +4,9 @@ from the image (docs/kernels.md §1, op E): no unfold/patchify copy; bias added 
     tokens[m, n] = Σ_k img[b, c, gy·P + i, gx·P + j] · W[n, k] + bias[n]
     m = b·T + gy·GW + gx (row-major tokens),  k = c·P² + i·P + j (the (c, i, j) patch-vector order)
 
-Backward: dW = dTokensᵀ·A and dbias = Σ_m dTokens re-gather A from the image (one kernel, fp32 accumulation, no
-atomics: every program owns its output tile); dImg = dTokens·W is scattered back through the same address map
+Backward: dW = dTokensᵀ·A and dbias = Σ_m dTokens re-gather A from the image (one kernel over 128 × 128 output
+tiles, the token rows split so the tiles fill the GPU, fp32 partials summed by a deterministic second pass, no
+atomics); dImg = dTokens·W is scattered back through the same address map
 (patches do not overlap, so plain stores), computed only when the image requires a gradient.
 
 Operands are cast to the compute dtype (bf16 under bf16 autocast) in registers after loading; accumulation is
@@ -25,6 +26,11 @@ from ..triton_support import cast_to, dot_args, operand
 def _tiles(device: torch.device):
     """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps): tensor-core tiles on GPU, tiny tiles when interpreted."""
     return (128, 128, 32, 8) if gpu_sms(device) else (16, 16, 16, 1)
+
+
+def _wgrad_tiles(device: torch.device):
+    """The weight gradient's (rows per step, D tile, C·P² tile, warps): a 128 × 128 output tile."""
+    return (64, 128, 128, 8) if gpu_sms(device) else (16, 16, 16, 1)
 
 
 @triton.jit
@@ -62,26 +68,31 @@ def _fwd_kernel(img_ptr, w_ptr, bias_ptr, out_ptr, M, N, K, T, GW, P, s_b, s_c, 
 
 
 @triton.jit
-def _bwd_weight_kernel(dout_ptr, img_ptr, dw_ptr, db_ptr, M, N, K, T, GW, P, s_b, s_c, s_h, s_w,
+def _bwd_weight_kernel(dout_ptr, img_ptr, dw_ptr, db_ptr, M, N, K, T, GW, P, s_b, s_c, s_h, s_w, M_PER_SPLIT,
                        COMPUTE: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
-                BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                       BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """fp32 partials of dW (split, N, K) and dbias (split, N) over the rows [split·M_PER_SPLIT, …): each program owns
+    a BLOCK_N × BLOCK_K output tile of one split (wide tiles: dTokens is read K / BLOCK_K times, the image
+    N / BLOCK_N times)."""
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     rk = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    split = tl.program_id(2)
     col_off = _patch_cols(rk, P, s_c, s_h, s_w)
     acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
     acc_b = tl.zeros([BLOCK_N], dtype=tl.float32)
-    for m0 in range(0, M, BLOCK_M):
+    m_end = tl.minimum(split * M_PER_SPLIT + M_PER_SPLIT, M)
+    for m0 in range(split * M_PER_SPLIT, m_end, BLOCK_M):
         rm = m0 + tl.arange(0, BLOCK_M)
-        g = tl.load(dout_ptr + rm[None, :].to(tl.int64) * N + rn[:, None], mask=(rn < N)[:, None] & (rm < M)[None, :],
-                    other=0.0)  # (BLOCK_N, BLOCK_M) = dTokensᵀ tile
+        g = tl.load(dout_ptr + rm[None, :].to(tl.int64) * N + rn[:, None],
+                    mask=(rn < N)[:, None] & (rm < m_end)[None, :], other=0.0)  # (BLOCK_N, BLOCK_M) = dTokensᵀ tile
         a = tl.load(img_ptr + _patch_rows(rm, T, GW, P, s_b, s_h, s_w)[:, None] + col_off[None, :],
-                    mask=(rm < M)[:, None] & (rk < K)[None, :], other=0.0)
+                    mask=(rm < m_end)[:, None] & (rk < K)[None, :], other=0.0)
         acc = tl.dot(operand(g, COMPUTE, UPCAST), operand(a, COMPUTE, UPCAST), acc, input_precision=PRECISION)
         acc_b += tl.sum(g.to(tl.float32), axis=1)
-    tl.store(dw_ptr + rn[:, None].to(tl.int64) * K + rk[None, :], cast_to(acc, dw_ptr.dtype.element_ty),
-             mask=(rn < N)[:, None] & (rk < K)[None, :])
+    part = split.to(tl.int64) * N
+    tl.store(dw_ptr + (part + rn[:, None]) * K + rk[None, :], acc, mask=(rn < N)[:, None] & (rk < K)[None, :])
     if tl.program_id(1) == 0:
-        tl.store(db_ptr + rn, cast_to(acc_b, db_ptr.dtype.element_ty), mask=rn < N)
+        tl.store(db_ptr + part + rn, acc_b, mask=rn < N)
 
 
 @triton.jit
@@ -118,15 +129,32 @@ def launch_fwd(img, weight, bias, out, patch_size, compute_dtype) -> None:
             BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps)
 
 
-def launch_bwd_weight(dout, img, dw, db, patch_size, compute_dtype) -> None:
-    """dweight (D, C·P²) and dbias (D,) from the dense token gradient, re-gathering the image."""
+def _wgrad_split(M: int, tiles: int, block_m: int, device) -> int:
+    """Row splits of the weight gradient: output tiles × splits ≤ one program per SM (a 128 × 128 fp32 tile over 8
+    warps takes ~164 registers a thread: one program fits an SM; 2 splits with the small geometry, so the
+    interpreter tests the partial sums), each split at least 4 row blocks."""
+    sms = gpu_sms(device)
+    wanted = max(1, sms // tiles) if sms else 2
+    return max(1, min(wanted, triton.cdiv(M, 4 * block_m)))
+
+
+def launch_bwd_weight(dout, img, weight, patch_size, compute_dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 (dweight (D, C·P²), dbias (D,)) from the dense token gradient, re-gathering the image: split over the
+    token rows into partials summed in a deterministic second pass."""
     M, K, T, GW = _geometry(img, patch_size)
-    N = dw.shape[0]
-    bm, bn, bk, warps = _tiles(img.device)
+    N = weight.shape[0]
+    bm, bn, bk, warps = _wgrad_tiles(img.device)
+    grid_nk = (triton.cdiv(N, bn), triton.cdiv(K, bk))
+    splits = _wgrad_split(M, grid_nk[0] * grid_nk[1], bm, img.device)
+    per_split = triton.cdiv(triton.cdiv(M, splits), bm) * bm
+    splits = triton.cdiv(M, per_split)
+    dw = torch.empty(splits, N, K, device=img.device, dtype=torch.float32)
+    db = torch.empty(splits, N, device=img.device, dtype=torch.float32)
     with device_guard(img):
-        _bwd_weight_kernel[(triton.cdiv(N, bn), triton.cdiv(K, bk))](
-            dout, img, dw, db, M, N, K, T, GW, patch_size, *img.stride(), **dot_args(compute_dtype),
-            BLOCK_M=bk, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps)
+        _bwd_weight_kernel[(*grid_nk, splits)](
+            dout, img, dw, db, M, N, K, T, GW, patch_size, *img.stride(), per_split, **dot_args(compute_dtype),
+            BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps)
+    return dw.sum(0), db.sum(0)
 
 
 def launch_bwd_input(dout, weight, dimg, patch_size, compute_dtype) -> None:
