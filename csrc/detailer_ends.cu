@@ -71,9 +71,15 @@ __global__ void stem_fwd_kernel(const T* __restrict__ img, Image im, const float
   }
 }
 
-template <typename T>
-__global__ void stem_bwd_kernel(const T* __restrict__ d_skip, const T* __restrict__ d_pooled,
-                                const int8_t* __restrict__ argmax, const T* __restrict__ pre,
+struct Strides4 {  // element strides of an (N, C, S, S) gradient: any layout the autograd hands over
+  int64_t sn, sc, sy, sx;
+  __device__ int64_t at(int64_t n, int c, int y, int x) const { return n * sn + c * sc + y * sy + x * sx; }
+};
+
+// PER: weight-gradient entries a thread owns (C·cin·9 ≤ PER·blockDim); a compile-time bound keeps them in registers.
+template <typename T, int PER>
+__global__ void stem_bwd_kernel(const T* __restrict__ d_skip, Strides4 ds, const T* __restrict__ d_pooled,
+                                Strides4 dp, const int8_t* __restrict__ argmax, const T* __restrict__ pre,
                                 const T* __restrict__ img, Image im, float* __restrict__ p_w,
                                 float* __restrict__ p_b, int64_t patches, int cin, int C) {
   extern __shared__ float smem[];  // tile (cin·(P+2)²) + dpre of the patch (P²·C)
@@ -81,84 +87,129 @@ __global__ void stem_bwd_kernel(const T* __restrict__ d_skip, const T* __restric
   float* tile = smem;
   float* dpre = smem + cin * S * S;
   // each thread owns weight-gradient entries e = threadIdx.x + k·blockDim.x of (C, cin, 9), plus bias entries
-  float acc[32];
-  const int mine = (C * cin * 9 + blockDim.x - 1) / blockDim.x;  // ≤ 32 for C·cin·9 ≤ 32·blockDim
-  for (int k = 0; k < mine; ++k) acc[k] = 0.f;
+  float acc[PER];
+#pragma unroll
+  for (int k = 0; k < PER; ++k) acc[k] = 0.f;
   float acc_b = 0.f;
+  const int entries = C * cin * 9;
   for (int64_t n = blockIdx.x; n < patches; n += gridDim.x) {
     __syncthreads();
     load_tile(img, im, n, cin, tile);
-    for (int e = threadIdx.x; e < P * P * C; e += blockDim.x) {
+    for (int e = threadIdx.x; e < P * P * C; e += blockDim.x) {  // channel fastest: NHWC and sliced NHWC coalesce
       const int co = e % C, p = e / C, y = p / P, x = p % P;
       const int64_t pix = (n * P + y) * P + x;
-      float d = to_float(d_skip[pix * C + co]);
+      float d = to_float(d_skip[ds.at(n, co, y, x)]);
       const int64_t win = ((n * half + y / 2) * half + x / 2) * C + co;
-      if (argmax[win] == (y % 2) * 2 + x % 2) d += to_float(d_pooled[win]);
+      if (argmax[win] == (y % 2) * 2 + x % 2) d += to_float(d_pooled[dp.at(n, co, y / 2, x / 2)]);
       const float z = to_float(pre[pix * C + co]), sig = 1.f / (1.f + __expf(-z));
       dpre[p * C + co] = d * sig * (1.f + z * (1.f - sig));
     }
     __syncthreads();
-    for (int k = 0; k < mine; ++k) {
+#pragma unroll
+    for (int k = 0; k < PER; ++k) {
       const int e = threadIdx.x + k * blockDim.x;
-      if (e >= C * cin * 9) break;
-      const int co = e / (cin * 9), ci = (e / 9) % cin, t = e % 9;
-      float s = 0.f;
-      for (int p = 0; p < P * P; ++p) s += dpre[p * C + co] * tile[(ci * S + p / P + t / 3) * S + p % P + t % 3];
-      acc[k] += s;
+      if (e < entries) {
+        const int co = e / (cin * 9), ci = (e / 9) % cin, t = e % 9;
+        float s = 0.f;
+        for (int p = 0; p < P * P; ++p) s += dpre[p * C + co] * tile[(ci * S + p / P + t / 3) * S + p % P + t % 3];
+        acc[k] += s;
+      }
     }
     if (threadIdx.x < C)
       for (int p = 0; p < P * P; ++p) acc_b += dpre[p * C + threadIdx.x];
   }
-  for (int k = 0; k < mine; ++k) {
+#pragma unroll
+  for (int k = 0; k < PER; ++k) {
     const int e = threadIdx.x + k * blockDim.x;
-    if (e < C * cin * 9) p_w[static_cast<int64_t>(blockIdx.x) * C * cin * 9 + e] = acc[k];
+    if (e < entries) p_w[static_cast<int64_t>(blockIdx.x) * entries + e] = acc[k];
   }
   if (threadIdx.x < C) p_b[static_cast<int64_t>(blockIdx.x) * C + threadIdx.x] = acc_b;
 }
 
-template <typename T>
-__global__ void output_fwd_kernel(const T* __restrict__ y, const float* __restrict__ w, const float* __restrict__ bias,
-                                  T* __restrict__ img, Image im, int64_t pixels, int C, int cout) {
+constexpr int kMaxOut = 4;  // output channels the output kernels keep in registers (RGB velocity: 3)
+
+// Thread ↔ pixel: its C channels read V at a time (16-byte vectors when the features are NHWC-like and aligned, else
+// one by one through their strides: NCHW features are then read coalesced across threads), the ≤ 4 outputs summed
+// in registers and written to the image (adjacent threads: adjacent pixels of an image row).
+template <typename T, int V>
+__global__ void output_fwd_kernel(const T* __restrict__ y, Strides4 ys, const float* __restrict__ w,
+                                  const float* __restrict__ bias, T* __restrict__ img, Image im, int64_t pixels, int C,
+                                  int cout) {
   for (int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; p < pixels;
        p += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t n = p / (im.P * im.P);
     const int i = static_cast<int>((p / im.P) % im.P), j = static_cast<int>(p % im.P);
-    for (int o = 0; o < cout; ++o) {
-      float s = bias[o];
-      for (int c = 0; c < C; ++c) s += to_float(y[p * C + c]) * w[o * C + c];
-      img[im.at(n, o, i, j)] = from_float<T>(s);
+    float s[kMaxOut];
+#pragma unroll
+    for (int o = 0; o < kMaxOut; ++o) s[o] = o < cout ? bias[o] : 0.f;
+    for (int c0 = 0; c0 < C; c0 += V) {
+      float v[V];
+      load_vec<V>(y + ys.at(n, c0, i, j), v);
+#pragma unroll
+      for (int o = 0; o < kMaxOut; ++o)
+        if (o < cout)
+#pragma unroll
+          for (int k = 0; k < V; ++k) s[o] += v[k] * w[o * C + c0 + k];
     }
+#pragma unroll
+    for (int o = 0; o < kMaxOut; ++o)
+      if (o < cout) img[im.at(n, o, i, j)] = from_float<T>(s[o]);
   }
 }
 
-template <typename T>
-__global__ void output_bwd_kernel(const T* __restrict__ d_img, Image im, const T* __restrict__ y,
+// Thread ↔ (pixel, V channels): C / V threads per pixel, blockDim / (C / V) pixels per pass; dy stored V at a time,
+// the weight and bias gradient sums kept in registers, then summed over the block's pixel slots in shared memory.
+template <typename T, int V>
+__global__ void output_bwd_kernel(const T* __restrict__ d_img, Image im, const T* __restrict__ y, Strides4 ys,
                                   const float* __restrict__ w, T* __restrict__ dy, float* __restrict__ p_w,
                                   float* __restrict__ p_b, int64_t pixels, int C, int cout) {
-  extern __shared__ float acc[];  // (cout, C + 1): weight and bias gradient sums of this block
-  for (int e = threadIdx.x; e < cout * (C + 1); e += blockDim.x) acc[e] = 0.f;
-  __syncthreads();
-  // thread ↔ channel c of a run of pixels: coalesced over channels, one block-wide pass per pixel
-  for (int64_t p = blockIdx.x; p < pixels; p += gridDim.x) {
+  extern __shared__ float acc[];  // (slots, cout·(C + 1)): each slot's weight and bias gradient sums
+  const int groups = C / V, slots = blockDim.x / groups, entries = cout * (C + 1);
+  const int g = threadIdx.x % groups, slot = threadIdx.x / groups;
+  float aw[kMaxOut][V], ab[kMaxOut];
+#pragma unroll
+  for (int o = 0; o < kMaxOut; ++o) {
+    ab[o] = 0.f;
+#pragma unroll
+    for (int k = 0; k < V; ++k) aw[o][k] = 0.f;
+  }
+  for (int64_t p = static_cast<int64_t>(blockIdx.x) * slots + slot; p < pixels;
+       p += static_cast<int64_t>(gridDim.x) * slots) {
     const int64_t n = p / (im.P * im.P);
     const int i = static_cast<int>((p / im.P) % im.P), j = static_cast<int>(p % im.P);
-    for (int c = threadIdx.x; c < C; c += blockDim.x) {
-      float s = 0.f;
-      const float yc = to_float(y[p * C + c]);
-      for (int o = 0; o < cout; ++o) {
-        const float g = to_float(d_img[im.at(n, o, i, j)]);
-        s += g * w[o * C + c];
-        acc[o * (C + 1) + c] += g * yc;
-        if (c == 0) acc[o * (C + 1) + C] += g;
-      }
-      dy[p * C + c] = from_float<T>(s);
+    float gv[kMaxOut], yv[V], s[V];
+#pragma unroll
+    for (int o = 0; o < kMaxOut; ++o) gv[o] = o < cout ? to_float(d_img[im.at(n, o, i, j)]) : 0.f;
+    load_vec<V>(y + ys.at(n, g * V, i, j), yv);
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      s[k] = 0.f;
+#pragma unroll
+      for (int o = 0; o < kMaxOut; ++o)
+        if (o < cout) {
+          s[k] += gv[o] * w[o * C + g * V + k];
+          aw[o][k] += gv[o] * yv[k];
+        }
     }
+#pragma unroll
+    for (int o = 0; o < kMaxOut; ++o) ab[o] += gv[o];
+    store_vec<V>(dy + p * C + g * V, s);
   }
+  float* mine = acc + static_cast<int64_t>(slot) * entries;
+#pragma unroll
+  for (int o = 0; o < kMaxOut; ++o)
+    if (o < cout) {
+#pragma unroll
+      for (int k = 0; k < V; ++k) mine[o * (C + 1) + g * V + k] = aw[o][k];
+      if (g == 0) mine[o * (C + 1) + C] = ab[o];
+    }
   __syncthreads();
-  for (int e = threadIdx.x; e < cout * (C + 1); e += blockDim.x) {
+  for (int e = threadIdx.x; e < entries; e += blockDim.x) {
+    float total = 0.f;
+    for (int k = 0; k < slots; ++k) total += acc[static_cast<int64_t>(k) * entries + e];
     const int o = e / (C + 1), c = e % (C + 1);
-    if (c < C) p_w[static_cast<int64_t>(blockIdx.x) * cout * C + o * C + c] = acc[e];
-    else p_b[static_cast<int64_t>(blockIdx.x) * cout + o] = acc[e];
+    if (c < C) p_w[static_cast<int64_t>(blockIdx.x) * cout * C + o * C + c] = total;
+    else p_b[static_cast<int64_t>(blockIdx.x) * cout + o] = total;
   }
 }
 
@@ -182,40 +233,56 @@ void launch_stem_fwd(std::uintptr_t img, Image im, std::uintptr_t w, std::uintpt
 }
 
 template <typename T>
-void launch_stem_bwd(std::uintptr_t d_skip, std::uintptr_t d_pooled, std::uintptr_t argmax, std::uintptr_t pre,
-                     std::uintptr_t img, Image im, std::uintptr_t p_w, std::uintptr_t p_b, int64_t patches, int cin,
-                     int C, int blocks, std::uintptr_t stream) {
-  if (C * cin * 9 > 32 * 256 || C > 256) throw std::invalid_argument("stem_bwd_kernel: at most 256 channels");
+void launch_stem_bwd(std::uintptr_t d_skip, Strides4 ds, std::uintptr_t d_pooled, Strides4 dp, std::uintptr_t argmax,
+                     std::uintptr_t pre, std::uintptr_t img, Image im, std::uintptr_t p_w, std::uintptr_t p_b,
+                     int64_t patches, int cin, int C, int blocks, std::uintptr_t stream) {
+  constexpr int threads = 256;
+  if (C * cin * 9 > 32 * threads || C > threads) throw std::invalid_argument("stem_bwd_kernel: at most 256 channels");
   const size_t smem = (cin * (im.P + 2) * (im.P + 2) + im.P * im.P * C) * sizeof(float);
-  auto kernel = stem_bwd_kernel<T>;
+  auto kernel = C * cin * 9 <= 8 * threads ? stem_bwd_kernel<T, 8> : stem_bwd_kernel<T, 32>;
   check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
              "stem_bwd_kernel (shared memory)");
-  DIP_LAUNCH(kernel, blocks, 256, smem, as_stream(stream))(
-      reinterpret_cast<const T*>(d_skip), reinterpret_cast<const T*>(d_pooled),
+  DIP_LAUNCH(kernel, blocks, threads, smem, as_stream(stream))(
+      reinterpret_cast<const T*>(d_skip), ds, reinterpret_cast<const T*>(d_pooled), dp,
       reinterpret_cast<const int8_t*>(argmax), reinterpret_cast<const T*>(pre), reinterpret_cast<const T*>(img), im,
       reinterpret_cast<float*>(p_w), reinterpret_cast<float*>(p_b), patches, cin, C);
   check_launch("stem_bwd_kernel");
 }
 
+// 16-byte vectors over the channels when the features are NHWC-like (unit channel stride, the other strides and C
+// multiples of the vector width) and both feature buffers are aligned.
 template <typename T>
-void launch_output_fwd(std::uintptr_t y, std::uintptr_t w, std::uintptr_t bias, std::uintptr_t img, Image im,
-                       int64_t pixels, int C, int cout, std::uintptr_t stream) {
+bool output_vectors(std::uintptr_t y, Strides4 ys, std::uintptr_t dy, int C) {
+  return ys.sc == 1 && multiples_of(vec_width<T>(), {C, ys.sn, ys.sy, ys.sx}) && aligned16({y, dy});
+}
+
+template <typename T>
+void launch_output_fwd(std::uintptr_t y, Strides4 ys, std::uintptr_t w, std::uintptr_t bias, std::uintptr_t img,
+                       Image im, int64_t pixels, int C, int cout, std::uintptr_t stream) {
+  if (cout > kMaxOut) throw std::invalid_argument("output_fwd_kernel: at most 4 output channels");
   const int64_t blocks = (pixels + 255) / 256;
-  auto kernel = output_fwd_kernel<T>;
+  auto kernel = output_vectors<T>(y, ys, 0, C) ? output_fwd_kernel<T, vec_width<T>()> : output_fwd_kernel<T, 1>;
   DIP_LAUNCH(kernel, static_cast<unsigned>(blocks < 65535 * 32 ? blocks : 65535 * 32), 256, 0, as_stream(stream))(
-      reinterpret_cast<const T*>(y), reinterpret_cast<const float*>(w), reinterpret_cast<const float*>(bias),
+      reinterpret_cast<const T*>(y), ys, reinterpret_cast<const float*>(w), reinterpret_cast<const float*>(bias),
       reinterpret_cast<T*>(img), im, pixels, C, cout);
   check_launch("output_fwd_kernel");
 }
 
 template <typename T>
-void launch_output_bwd(std::uintptr_t d_img, Image im, std::uintptr_t y, std::uintptr_t w, std::uintptr_t dy,
+void launch_output_bwd(std::uintptr_t d_img, Image im, std::uintptr_t y, Strides4 ys, std::uintptr_t w, std::uintptr_t dy,
                        std::uintptr_t p_w, std::uintptr_t p_b, int64_t pixels, int C, int cout, int blocks,
                        std::uintptr_t stream) {
-  const size_t smem = cout * (C + 1) * sizeof(float);
-  auto kernel = output_bwd_kernel<T>;
-  DIP_LAUNCH(kernel, blocks, C >= 64 ? 64 : 32, smem, as_stream(stream))(
-      reinterpret_cast<const T*>(d_img), im, reinterpret_cast<const T*>(y), reinterpret_cast<const float*>(w),
+  if (cout > kMaxOut) throw std::invalid_argument("output_bwd_kernel: at most 4 output channels");
+  const bool vectors = output_vectors<T>(y, ys, dy, C);
+  const int V = vectors ? vec_width<T>() : 1, groups = C / V;
+  if (groups > 256) throw std::invalid_argument("output_bwd_kernel: at most 256 channel groups");
+  const int slots = 256 / groups;
+  const size_t smem = static_cast<size_t>(slots) * cout * (C + 1) * sizeof(float);
+  auto kernel = vectors ? output_bwd_kernel<T, vec_width<T>()> : output_bwd_kernel<T, 1>;
+  check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+             "output_bwd_kernel (shared memory)");
+  DIP_LAUNCH(kernel, blocks, slots * groups, smem, as_stream(stream))(
+      reinterpret_cast<const T*>(d_img), im, reinterpret_cast<const T*>(y), ys, reinterpret_cast<const float*>(w),
       reinterpret_cast<T*>(dy), reinterpret_cast<float*>(p_w), reinterpret_cast<float*>(p_b), pixels, C, cout);
   check_launch("output_bwd_kernel");
 }
@@ -230,27 +297,32 @@ void stem_fwd(int dtype, std::uintptr_t img, int64_t tokens, int64_t grid_w, int
   DIP_DISPATCH(dtype, launch_stem_fwd, img, im, w, bias, skip, pooled, pre, argmax, patches, cin, C, blocks, stream);
 }
 
-void stem_bwd(int dtype, std::uintptr_t d_skip, std::uintptr_t d_pooled, std::uintptr_t argmax, std::uintptr_t pre,
-              std::uintptr_t img, int64_t tokens, int64_t grid_w, int64_t sb, int64_t sc, int64_t sh, int64_t sw,
-              int P, std::uintptr_t p_w, std::uintptr_t p_b, int64_t patches, int cin, int C, int blocks,
+void stem_bwd(int dtype, std::uintptr_t d_skip, int64_t ds_n, int64_t ds_c, int64_t ds_y, int64_t ds_x,
+              std::uintptr_t d_pooled, int64_t dp_n, int64_t dp_c, int64_t dp_y, int64_t dp_x, std::uintptr_t argmax, std::uintptr_t pre, std::uintptr_t img,
+              int64_t tokens, int64_t grid_w, int64_t sb, int64_t sc, int64_t sh, int64_t sw, int P,
+              std::uintptr_t p_w, std::uintptr_t p_b, int64_t patches, int cin, int C, int blocks,
               std::uintptr_t stream) {
   const Image im = make_image(tokens, grid_w, sb, sc, sh, sw, P);
-  DIP_DISPATCH(dtype, launch_stem_bwd, d_skip, d_pooled, argmax, pre, img, im, p_w, p_b, patches, cin, C, blocks,
-               stream);
+  const Strides4 ds{ds_n, ds_c, ds_y, ds_x}, dp{dp_n, dp_c, dp_y, dp_x};
+  DIP_DISPATCH(dtype, launch_stem_bwd, d_skip, ds, d_pooled, dp, argmax, pre, img, im, p_w, p_b, patches, cin, C,
+               blocks, stream);
 }
 
-void output_fwd(int dtype, std::uintptr_t y, std::uintptr_t w, std::uintptr_t bias, std::uintptr_t img,
-                int64_t tokens, int64_t grid_w, int64_t sb, int64_t sc, int64_t sh, int64_t sw, int P, int64_t pixels,
-                int C, int cout, std::uintptr_t stream) {
+void output_fwd(int dtype, std::uintptr_t y, int64_t ys_n, int64_t ys_c, int64_t ys_y, int64_t ys_x, std::uintptr_t w,
+                std::uintptr_t bias, std::uintptr_t img, int64_t tokens, int64_t grid_w, int64_t sb, int64_t sc,
+                int64_t sh, int64_t sw, int P, int64_t pixels, int C, int cout, std::uintptr_t stream) {
   const Image im = make_image(tokens, grid_w, sb, sc, sh, sw, P);
-  DIP_DISPATCH(dtype, launch_output_fwd, y, w, bias, img, im, pixels, C, cout, stream);
+  const Strides4 ys{ys_n, ys_c, ys_y, ys_x};
+  DIP_DISPATCH(dtype, launch_output_fwd, y, ys, w, bias, img, im, pixels, C, cout, stream);
 }
 
 void output_bwd(int dtype, std::uintptr_t d_img, int64_t tokens, int64_t grid_w, int64_t sb, int64_t sc, int64_t sh,
-                int64_t sw, int P, std::uintptr_t y, std::uintptr_t w, std::uintptr_t dy, std::uintptr_t p_w,
-                std::uintptr_t p_b, int64_t pixels, int C, int cout, int blocks, std::uintptr_t stream) {
+                int64_t sw, int P, std::uintptr_t y, int64_t ys_n, int64_t ys_c, int64_t ys_y, int64_t ys_x,
+                std::uintptr_t w, std::uintptr_t dy, std::uintptr_t p_w, std::uintptr_t p_b, int64_t pixels, int C,
+                int cout, int blocks, std::uintptr_t stream) {
   const Image im = make_image(tokens, grid_w, sb, sc, sh, sw, P);
-  DIP_DISPATCH(dtype, launch_output_bwd, d_img, im, y, w, dy, p_w, p_b, pixels, C, cout, blocks, stream);
+  const Strides4 ys{ys_n, ys_c, ys_y, ys_x};
+  DIP_DISPATCH(dtype, launch_output_bwd, d_img, im, y, ys, w, dy, p_w, p_b, pixels, C, cout, blocks, stream);
 }
 
 }  // namespace dip

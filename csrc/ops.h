@@ -46,17 +46,19 @@ void stem_fwd(int dtype, std::uintptr_t img, int64_t tokens, int64_t grid_w, int
               std::uintptr_t pre, std::uintptr_t argmax, int64_t patches, int cin, int C, int blocks,
               std::uintptr_t stream);
 
-void stem_bwd(int dtype, std::uintptr_t d_skip, std::uintptr_t d_pooled, std::uintptr_t argmax, std::uintptr_t pre,
-              std::uintptr_t img, int64_t tokens, int64_t grid_w, int64_t sb, int64_t sc, int64_t sh, int64_t sw,
-              int P, std::uintptr_t p_w, std::uintptr_t p_b, int64_t patches, int cin, int C, int blocks,
+void stem_bwd(int dtype, std::uintptr_t d_skip, int64_t ds_n, int64_t ds_c, int64_t ds_y, int64_t ds_x,
+              std::uintptr_t d_pooled, int64_t dp_n, int64_t dp_c, int64_t dp_y, int64_t dp_x, std::uintptr_t argmax, std::uintptr_t pre, std::uintptr_t img,
+              int64_t tokens, int64_t grid_w, int64_t sb, int64_t sc, int64_t sh, int64_t sw, int P,
+              std::uintptr_t p_w, std::uintptr_t p_b, int64_t patches, int cin, int C, int blocks,
               std::uintptr_t stream);
 
-void output_fwd(int dtype, std::uintptr_t y, std::uintptr_t w, std::uintptr_t bias, std::uintptr_t img,
-                int64_t tokens, int64_t grid_w, int64_t sb, int64_t sc, int64_t sh, int64_t sw, int P, int64_t pixels,
-                int C, int cout, std::uintptr_t stream);
+void output_fwd(int dtype, std::uintptr_t y, int64_t ys_n, int64_t ys_c, int64_t ys_y, int64_t ys_x, std::uintptr_t w,
+                std::uintptr_t bias, std::uintptr_t img, int64_t tokens, int64_t grid_w, int64_t sb, int64_t sc,
+                int64_t sh, int64_t sw, int P, int64_t pixels, int C, int cout, std::uintptr_t stream);
 
 void output_bwd(int dtype, std::uintptr_t d_img, int64_t tokens, int64_t grid_w, int64_t sb, int64_t sc, int64_t sh,
-                int64_t sw, int P, std::uintptr_t y, std::uintptr_t w, std::uintptr_t dy, std::uintptr_t p_w,
-                std::uintptr_t p_b, int64_t pixels, int C, int cout, int blocks, std::uintptr_t stream);
+                int64_t sw, int P, std::uintptr_t y, int64_t ys_n, int64_t ys_c, int64_t ys_y, int64_t ys_x,
+                std::uintptr_t w, std::uintptr_t dy, std::uintptr_t p_w, std::uintptr_t p_b, int64_t pixels, int C,
+                int cout, int blocks, std::uintptr_t stream);
 
 }  // namespace dip

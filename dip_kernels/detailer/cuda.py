@@ -14,12 +14,22 @@ from __future__ import annotations
 
 import torch
 
-from ..checks import device_guard, nhwc_empty, pooled_stage_grads, to_nhwc
+from ..checks import device_guard, nhwc_empty, pooled_stage_grads
 from ..cuda_ext import DTYPE_CODES, multiprocessors, require, stream_of
 
 
 def _blocks(work: int, device, per_sm: int) -> int:
     return max(1, min(work, per_sm * multiprocessors(device)))
+
+
+SHARED_PER_SM = {(9, 0): 228 * 1024, (8, 0): 164 * 1024}  # bytes per SM; other architectures: 100 KB
+
+
+def _resident(smem: int, device, most: int) -> int:
+    """Blocks of ``smem`` dynamic shared-memory bytes resident per SM (1 KB reserved per block), at most ``most``
+    (the emulator sizes as an H100)."""
+    cap = torch.cuda.get_device_capability(device) if device.type == "cuda" else (9, 0)
+    return max(1, min(most, SHARED_PER_SM.get(cap, 100 * 1024) // (smem + 1024)))
 
 
 def _image_args(img: torch.Tensor, P: int) -> tuple:
@@ -59,11 +69,13 @@ def stem_bwd(d_skip: torch.Tensor, d_pooled: torch.Tensor, argmax: torch.Tensor,
     """(dweight (C, Cin, 3, 3), dbias (C,)) in fp32."""
     N, C, P, _ = pre.shape
     cin = img.shape[1]
-    blocks = _blocks(N, img.device, 4)
+    smem = 4 * (cin * (P + 2) ** 2 + P * P * C)  # the kernel's image tile and dpre (csrc/detailer_ends.cu)
+    blocks = _blocks(N, img.device, _resident(smem, img.device, 8))
     p_w = torch.empty(blocks, C * cin * 9, device=img.device, dtype=torch.float32)
     p_b = torch.empty(blocks, C, device=img.device, dtype=torch.float32)
     with device_guard(img):
-        require().stem_bwd(DTYPE_CODES[pre.dtype], d_skip.data_ptr(), d_pooled.data_ptr(), argmax.data_ptr(),
+        require().stem_bwd(DTYPE_CODES[pre.dtype], d_skip.data_ptr(), *d_skip.stride(), d_pooled.data_ptr(),
+                           *d_pooled.stride(), argmax.data_ptr(),
                            pre.data_ptr(), img.data_ptr(), *_image_args(img, patch_size), p_w.data_ptr(),
                            p_b.data_ptr(), N, cin, C, blocks, stream_of(img))
     return p_w.sum(0).view(C, cin, 3, 3).to(weight.dtype), p_b.sum(0).to(weight.dtype)
@@ -86,7 +98,7 @@ def _stem_backward(ctx, d_skip, d_pooled, _d_pre, _d_argmax):
     grads = pooled_stage_grads(d_skip, d_pooled, pre, argmax)
     if grads is None:
         return (None,) * 5
-    dw, db = stem_bwd(to_nhwc(grads[0]), to_nhwc(grads[1]), argmax, pre, img, weight, ctx.patch_size)
+    dw, db = stem_bwd(grads[0], grads[1], argmax, pre, img, weight, ctx.patch_size)  # read through their strides
     return None, dw, db, None, None
 
 
@@ -97,12 +109,14 @@ stem_fwd.register_autograd(_stem_backward, setup_context=_stem_setup)
 @torch.library.custom_op("dip::detailer_output_cuda_fwd", mutates_args=())
 def output_fwd(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, batch: int, height: int,
                width: int) -> torch.Tensor:
-    """conv1×1 of channels_last (B·T, C, P, P) features into the (B, Cout, H, W) image, in y's dtype."""
+    """conv1×1 of (B·T, C, P, P) features of any strides (NHWC: 16-byte reads) into the (B, Cout, H, W) image, in
+    y's dtype."""
     N, C, P, _ = y.shape
     cout = weight.shape[0]
     img = torch.empty(batch, cout, height, width, device=y.device, dtype=y.dtype)
     with device_guard(y):
-        require().output_fwd(DTYPE_CODES[y.dtype], y.data_ptr(), weight.data_ptr(), bias.data_ptr(), img.data_ptr(),
+        require().output_fwd(DTYPE_CODES[y.dtype], y.data_ptr(), *y.stride(), weight.data_ptr(), bias.data_ptr(),
+                             img.data_ptr(),
                              *_image_args(img, P), N * P * P, C, cout, stream_of(y))
     return img
 
@@ -119,12 +133,14 @@ def output_bwd(d_img: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> tu
     N, C, P, _ = y.shape
     cout = weight.shape[0]
     dy = nhwc_empty(N, C, P, y, y.dtype)
-    blocks = _blocks(N * P * P, y.device, 8)
+    V = 16 // y.element_size() if C % (16 // y.element_size()) == 0 and y.stride(1) == 1 else 1  # channel vector
+    smem = 4 * (256 // (C // V)) * cout * (C + 1)  # its per-slot gradient sums (csrc/detailer_ends.cu)
+    blocks = _blocks(N * P * P, y.device, _resident(smem, y.device, 8))
     p_w = torch.empty(blocks, cout, C, device=y.device, dtype=torch.float32)
     p_b = torch.empty(blocks, cout, device=y.device, dtype=torch.float32)
     with device_guard(y):
         require().output_bwd(DTYPE_CODES[y.dtype], d_img.data_ptr(), *_image_args(d_img, P), y.data_ptr(),
-                             weight.data_ptr(), dy.data_ptr(), p_w.data_ptr(), p_b.data_ptr(), N * P * P, C, cout,
+                             *y.stride(), weight.data_ptr(), dy.data_ptr(), p_w.data_ptr(), p_b.data_ptr(), N * P * P, C, cout,
                              blocks, stream_of(y))
     return dy, p_w.sum(0), p_b.sum(0)
 
