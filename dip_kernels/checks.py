@@ -106,9 +106,18 @@ def reduction_chunks(t: torch.Tensor, batch: int, tokens: int, rows: int) -> int
     return max(1, min(cdiv(tokens, rows), 2 * sms // batch))  # at most two programs per SM: no partial second wave
 
 
-def sum_partials(partials: torch.Tensor, groups: int, dtype: torch.dtype) -> torch.Tensor:
-    """Deterministic second pass: (groups·k, D) fp32 partials → (groups, D) sums in ``dtype``."""
-    return partials.view(groups, -1, partials.shape[-1]).sum(1).to(dtype)
+def sum_partials(partials: torch.Tensor, groups: int) -> torch.Tensor:
+    """Deterministic second pass of k reductions in one kernel: (k, groups·chunks, D) fp32 partials (any strides) →
+    (k, groups, D) fp32 sums (docs/kernels.md §8: the eager glue of a backward)."""
+    return partials.unflatten(1, (groups, -1)).sum(2)
+
+
+def split_cast(stacked: torch.Tensor, dtypes: list) -> list:
+    """(k, …) fp32 sums → k tensors, the i-th in ``dtypes[i]``: at most one cast kernel when the dtypes agree. Used
+    by the autograd backward functions, outside the custom ops (whose outputs may not alias one another)."""
+    if len(set(dtypes)) == 1:
+        return list(stacked.to(dtypes[0]).unbind(0))
+    return [s.to(d) for s, d in zip(stacked.unbind(0), dtypes)]
 
 
 def to_nhwc(t: torch.Tensor) -> torch.Tensor:

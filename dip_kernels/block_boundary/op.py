@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 
 from ..checks import (activation_dtype, block_size, check_tensor, reduction_chunks, rows_per_program, strided_rows,
-                      sum_partials)
+                      split_cast, sum_partials)
 from ..cuda_ext import check_device
 from ..registry import load_launchers, register
 
@@ -55,9 +55,9 @@ def _(x, branch, gate, weight, shift, scale, norm, eps, out_dtype, backend):
 def block_boundary_bwd(dh: torch.Tensor, dr: Optional[torch.Tensor], r: torch.Tensor, branch: Optional[torch.Tensor],
                        gate: Optional[torch.Tensor], weight: Optional[torch.Tensor], shift: torch.Tensor,
                        scale: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, norm: int,
-                       backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                                              torch.Tensor]:
-    """(dx, dbranch, dgate, dweight, dshift, dscale); absent inputs get empty gradients."""
+                       backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dx, dbranch, [dgate, dshift, dscale] (3, B, D) fp32, dweight (D,) fp32); absent inputs get empty
+    gradients (the casts happen in ``_backward``: one kernel for the three modulation gradients)."""
     B, T, D = r.shape
     has_res, has_w = branch is not None, weight is not None
     dx = torch.empty_like(r)
@@ -65,17 +65,15 @@ def block_boundary_bwd(dh: torch.Tensor, dr: Optional[torch.Tensor], r: torch.Te
     chunks = reduction_chunks(r, B, T, rows_per_program(block_size(D)))
     parts = torch.empty(4, B * chunks, D, device=r.device, dtype=torch.float32)
     LAUNCHERS[backend].launch_bwd(dh, dr, r, branch, gate, weight, scale, mean, rstd, dx, dbr, parts, chunks, norm)
-    dgate = sum_partials(parts[0], B, gate.dtype) if has_res else _empty(r)
-    dw = parts[3].sum(0).to(weight.dtype) if has_w else _empty(r)
-    return dx, dbr, dgate, dw, sum_partials(parts[1], B, shift.dtype), sum_partials(parts[2], B, scale.dtype)
+    return dx, dbr, sum_partials(parts[:3], B), parts[3].sum(0) if has_w else _empty(r).float()
 
 
 @block_boundary_bwd.register_fake
 def _(dh, dr, r, branch, gate, weight, shift, scale, mean, rstd, norm, backend):
+    B, _, D = r.shape
     return (torch.empty_like(r), torch.empty_like(branch) if branch is not None else _empty(r),
-            torch.empty_like(gate) if gate is not None else _empty(r),
-            torch.empty_like(weight) if weight is not None else _empty(r), torch.empty_like(shift),
-            torch.empty_like(scale))
+            r.new_empty(3, B, D, dtype=torch.float32),
+            r.new_empty(D, dtype=torch.float32) if weight is not None else _empty(r).float())
 
 
 def _setup(ctx, inputs, output):
@@ -90,10 +88,13 @@ def _backward(ctx, d_r, d_h, _d_mean, _d_rstd):
     same = r.dtype if ctx.backend == "cuda" else None  # the CUDA kernels take one activation dtype
     # the kernels index (B, T, D) gradients densely: any other layout autograd hands over is copied
     dr = d_r.contiguous().to(same or d_r.dtype) if ctx.has_res and d_r is not None else None
-    dx, dbr, dgate, dw, dshift, dscale = block_boundary_bwd(d_h.contiguous().to(same or d_h.dtype), dr, r, branch,
-                                                           gate, weight, shift, scale, mean, rstd, ctx.norm,
-                                                           ctx.backend)
-    return (dx, dbr if ctx.has_res else None, dgate if ctx.has_res else None, dw if weight is not None else None,
+    dx, dbr, d_mod, dw = block_boundary_bwd(d_h.contiguous().to(same or d_h.dtype), dr, r, branch, gate, weight,
+                                            shift, scale, mean, rstd, ctx.norm, ctx.backend)
+    if ctx.has_res:
+        dgate, dshift, dscale = split_cast(d_mod, [gate.dtype, shift.dtype, scale.dtype])
+    else:
+        dgate, (dshift, dscale) = None, split_cast(d_mod[1:], [shift.dtype, scale.dtype])
+    return (dx, dbr if ctx.has_res else None, dgate, dw.to(weight.dtype) if weight is not None else None,
             dshift, dscale, None, None, None, None)
 
 

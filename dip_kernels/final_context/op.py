@@ -8,7 +8,7 @@ import functools
 import torch
 
 from ..checks import (activation_dtype, block_size, check_tensor, reduction_chunks, rows_per_program, strided_rows,
-                      sum_partials, token_rows)
+                      split_cast, sum_partials, token_rows)
 from ..cuda_ext import check_device
 from ..registry import load_launchers, register
 
@@ -31,20 +31,20 @@ def _(x, branch, gate, t_emb, out_dtype, backend):
 
 @torch.library.custom_op("dip::final_context_bwd", mutates_args=())
 def final_context_bwd(ds: torch.Tensor, x: torch.Tensor, branch: torch.Tensor, gate: torch.Tensor,
-                      t_emb: torch.Tensor, backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                                                  torch.Tensor]:
-    """(dx, dbranch, dgate, dt_emb)."""
+                      t_emb: torch.Tensor, backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dx, dbranch, [dgate, dt_emb] (2, B, D) fp32: one reduction kernel; cast in ``_backward``)."""
     B, T, D = x.shape
     dx, dbr = torch.empty_like(x), torch.empty_like(branch)
     chunks = reduction_chunks(x, B, T, rows_per_program(block_size(D)))
     parts = torch.empty(2, B * chunks, D, device=x.device, dtype=torch.float32)
     LAUNCHERS[backend].launch_bwd(ds, x, branch, gate, t_emb, dx, dbr, parts, chunks)
-    return dx, dbr, sum_partials(parts[0], B, gate.dtype), sum_partials(parts[1], B, t_emb.dtype)
+    return dx, dbr, sum_partials(parts, B)
 
 
 @final_context_bwd.register_fake
 def _(ds, x, branch, gate, t_emb, backend):
-    return torch.empty_like(x), torch.empty_like(branch), torch.empty_like(gate), torch.empty_like(t_emb)
+    B, _, D = x.shape
+    return torch.empty_like(x), torch.empty_like(branch), x.new_empty(2, B, D, dtype=torch.float32)
 
 
 def _setup(ctx, inputs, output):
@@ -56,7 +56,9 @@ def _backward(ctx, ds):
     if ctx.backend == "cuda":  # the CUDA kernels take one activation dtype
         ds = ds.to(ctx.saved_tensors[0].dtype)
     ds = token_rows(ds)  # the head's 1×1 bottleneck hands over a row-strided gradient: read in place
-    return (*final_context_bwd(ds, *ctx.saved_tensors, ctx.backend), None, None)
+    gate, t_emb = ctx.saved_tensors[2:4]
+    dx, dbr, sums = final_context_bwd(ds, *ctx.saved_tensors, ctx.backend)
+    return (dx, dbr, *split_cast(sums, [gate.dtype, t_emb.dtype]), None, None)
 
 
 final_context_fwd.register_autograd(_backward, setup_context=_setup)

@@ -23,7 +23,7 @@ def launch_fwd(qkv, q_weight, k_weight, cos, sin, q, k, v, eps) -> None:
 
 
 def launch_bwd(dq, dk, dv, qkv, q_weight, k_weight, cos, sin, dqkv, eps) -> tuple:
-    """Writes dqkv; returns the fp32 partials of dq_weight and dk_weight, each (blocks, h)."""
+    """Writes dqkv; returns the fp32 partials of dq_weight and dk_weight as one (2, blocks, h) view."""
     B, H, T, hd = dq.shape
     blocks = _blocks(B * T * H, qkv.device)
     parts = torch.empty(blocks, 2, hd, device=qkv.device, dtype=torch.float32)
@@ -32,4 +32,4 @@ def launch_bwd(dq, dk, dv, qkv, q_weight, k_weight, cos, sin, dqkv, eps) -> tupl
                                    qkv.data_ptr(), q_weight.data_ptr(), k_weight.data_ptr(), cos.data_ptr(),
                                    sin.data_ptr(), dqkv.data_ptr(), parts.data_ptr(), B * T * H, T, H, hd, eps,
                                    *dq.stride()[:3], *dk.stride()[:3], *dv.stride()[:3], blocks, stream_of(qkv))
-    return parts[:, 0], parts[:, 1]
+    return parts.transpose(0, 1)

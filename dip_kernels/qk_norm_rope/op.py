@@ -7,7 +7,7 @@ import functools
 
 import torch
 
-from ..checks import activation_dtype, check_tensor
+from ..checks import activation_dtype, check_tensor, split_cast
 from ..cuda_ext import check_device
 from ..registry import load_launchers, register
 
@@ -36,16 +36,16 @@ def _(qkv, q_weight, k_weight, cos, sin, num_heads, eps, out_dtype, backend):
 @torch.library.custom_op("dip::qk_norm_rope_bwd", mutates_args=())
 def qk_norm_rope_bwd(dq: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor, qkv: torch.Tensor,
                      q_weight: torch.Tensor, k_weight: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                     eps: float, backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dqkv, dq_weight, dk_weight)."""
+                     eps: float, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dqkv, [dq_weight, dk_weight] (2, h) fp32: one reduction kernel; cast in ``_backward``)."""
     dqkv = torch.empty_like(qkv)
-    p_q, p_k = LAUNCHERS[backend].launch_bwd(dq, dk, dv, qkv, q_weight, k_weight, cos, sin, dqkv, eps)
-    return dqkv, p_q.sum(0).to(q_weight.dtype), p_k.sum(0).to(k_weight.dtype)
+    parts = LAUNCHERS[backend].launch_bwd(dq, dk, dv, qkv, q_weight, k_weight, cos, sin, dqkv, eps)
+    return dqkv, parts.sum(1)
 
 
 @qk_norm_rope_bwd.register_fake
 def _(dq, dk, dv, qkv, q_weight, k_weight, cos, sin, eps, backend):
-    return torch.empty_like(qkv), torch.empty_like(q_weight), torch.empty_like(k_weight)
+    return torch.empty_like(qkv), qkv.new_empty(2, q_weight.numel(), dtype=torch.float32)
 
 
 def _setup(ctx, inputs, output):
@@ -68,7 +68,8 @@ def _backward(ctx, dq, dk, dv):
     hd = q_weight.numel()
     shape = (B, three_d // (3 * hd), T, hd)
     dq, dk, dv = (qkv.new_zeros(shape) if g is None else _grad_layout(g.to(qkv.dtype)) for g in (dq, dk, dv))
-    dqkv, dqw, dkw = qk_norm_rope_bwd(dq, dk, dv, qkv, q_weight, k_weight, cos, sin, ctx.eps, ctx.backend)
+    dqkv, dw = qk_norm_rope_bwd(dq, dk, dv, qkv, q_weight, k_weight, cos, sin, ctx.eps, ctx.backend)
+    dqw, dkw = split_cast(dw, [q_weight.dtype, k_weight.dtype])
     return dqkv, dqw, dkw, None, None, None, None, None, None
 
 

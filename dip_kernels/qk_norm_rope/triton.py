@@ -148,12 +148,12 @@ def _grad_strides(*grads) -> tuple:
 
 
 def launch_bwd(dq, dk, dv, qkv, q_weight, k_weight, cos, sin, dqkv, eps) -> tuple:
-    """Writes dqkv; returns the fp32 partials of dq_weight and dk_weight, each (programs, h). dq, dk, dv: (B, H, T, h)
-    with unit last stride, any other strides."""
+    """Writes dqkv; returns the fp32 partials of dq_weight and dk_weight as one (2, programs, h) tensor. dq, dk, dv:
+    (B, H, T, h) with unit last stride, any other strides."""
     B, H, T, hd = dq.shape
     parts = torch.empty(2, triton.cdiv(B * T, BLOCK_T) * H, hd, device=qkv.device, dtype=torch.float32)
     with device_guard(qkv):
         _bwd_kernel[_grid(B * T, H)](dq, dk, dv, qkv, q_weight, k_weight, cos, sin, dqkv, parts, B * T, T, H, hd,
                                      eps, *_grad_strides(dq, dk, dv), BLOCK_T=BLOCK_T,
                                      BLOCK_H=block_size(hd))
-    return parts[0], parts[1]
+    return parts
