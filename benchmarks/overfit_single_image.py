@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dip import create_model  # noqa: E402
@@ -54,6 +55,7 @@ def train(model, image, *, minutes: float, steps: int | None, batch: int, lr: fl
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     x = image.expand(batch, -1, -1, -1)
     start, step = time.time(), 0
+    bar = tqdm(total=steps, desc="overfit", unit="step", dynamic_ncols=True)
     while (steps is None or step < steps) and (steps is not None or time.time() - start < 60 * minutes):
         eps = torch.randn_like(x)
         t = logit_normal_t(torch.randn(batch))
@@ -62,6 +64,9 @@ def train(model, image, *, minutes: float, steps: int | None, batch: int, lr: fl
         loss.backward()
         opt.step()
         step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+    bar.close()
     return step
 
 
