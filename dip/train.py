@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from dip_kernels import BACKENDS
 
-from .checkpoint import adapt_label_table, atomic_write, read_file, weights_of
+from .checkpoint import adapt_label_table, atomic_write, read_file, remove_stale_temporaries, weights_of
 from .cli_types import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT, number
 from .data import load_batch, open_dataset, sample_indices
 from .diffusion import flow_loss, interpolate, logit_normal_t, sample
@@ -139,9 +139,11 @@ def checkpoint_paths(out: Path) -> list[Path]:
 
 
 def load_newest(out_or_path: str | Path, log) -> dict | None:
-    """The newest readable checkpoint (a truncated or corrupt one is reported and skipped)."""
+    """The newest readable checkpoint of a run folder, of its checkpoints/ folder, or the given file (a truncated or
+    corrupt one is reported and skipped)."""
     path = Path(out_or_path)
-    candidates = [path] if path.is_file() else checkpoint_paths(path)
+    candidates = [path] if path.is_file() else checkpoint_paths(path) or \
+        sorted(path.glob("step_*.pt"), reverse=True)
     for candidate in candidates:
         try:
             return {**torch.load(candidate, map_location="cpu", weights_only=True), "_path": str(candidate)}
@@ -169,6 +171,9 @@ class Trainer:
         np.random.seed(cfg["seed"])
         self.out = Path(cfg["out"])
         self.lock = RunLock(self.out) if self.rank == 0 else None  # one writer per run folder
+        if self.lock is not None:  # no write is in flight: what an interrupted atomic write left is garbage
+            for stale in remove_stale_temporaries(self.out) + remove_stale_temporaries(self.out / "checkpoints"):
+                print(f"removed {stale} (left by an interrupted write)")
         self.data = open_dataset(cfg["data"], cfg["image_size"])
         self.num_classes = 0 if cfg["unconditional"] else len(self.data.classes)
         per_step = cfg["batch"] // (self.world * cfg["accum"])
@@ -353,6 +358,9 @@ class Trainer:
             raise FileNotFoundError(f"--resume checkpoint not found: {where}")
         state = load_newest(where, self.log)
         if state is None:
+            if self.cfg["resume"] != "auto":  # asked to resume from something that holds no checkpoint
+                raise ValueError(f"--resume {where}: no readable checkpoint there (looked for step_*.pt in it and in "
+                                 f"its checkpoints/ folder); pass --resume none to start from scratch")
             return
         if self.cfg["fsdp"]:
             from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
@@ -362,14 +370,40 @@ class Trainer:
             set_model_state_dict(self.model, state["model"], options=full)
             set_optimizer_state_dict(self.model, self.opt, state["optimizer"], options=full)
         else:
-            self.model.load_state_dict(state["model"])
+            self._load_model_state(state)
             self.opt.load_state_dict(state["optimizer"])
         self.ema.load_state_dict(state["ema"], state["ema_updates"])
         if self.repa and state["projector"]:
             self.repa[0].load_state_dict(state["projector"])
         torch.set_rng_state(state["rng"]["torch"])
         self.step, self.skipped, self.resumed_from = state["step"], state["skipped"], state["_path"]
+        self._truncate_stats()
         self.log(f"resumed from {state['_path']} at step {self.step}")
+
+    def _load_model_state(self, state: dict) -> None:
+        """Load the checkpoint's weights; one of another architecture or class count is named with both
+        configurations."""
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as err:
+            saved = json.loads(state.get("config", "{}"))
+            mine = {"model": self.cfg["model"], "image_size": self.cfg["image_size"], **run_model_options(self.cfg)}
+            theirs = {"model": saved.get("model"), "image_size": saved.get("image_size"), **run_model_options(saved)}
+            first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+            raise ValueError(f"{state['_path']} was written by another run configuration: it holds {theirs} with "
+                             f"{state['model']['y_embedder.embedding_table.weight'].shape[0] - 1} classes, this run "
+                             f"is {mine} with {self.num_classes} classes ({first}); choose another --out or "
+                             f"--resume none") from None
+
+    def _truncate_stats(self) -> None:
+        """Drop the ``stats.jsonl`` records past the resumed step (they belong to the lost tail of the run)."""
+        path = self.out / "stats.jsonl"
+        if self.rank != 0 or not path.is_file():
+            return
+        lines = path.read_text().splitlines()
+        kept = [line for line in lines if json.loads(line).get("step", 0) <= self.step]
+        if len(kept) != len(lines):
+            atomic_write(path, lambda tmp: Path(tmp).write_text("".join(line + "\n" for line in kept)))
 
     # -------------------------------------------------------------------------------------- samples
     @torch.no_grad()
@@ -469,7 +503,7 @@ class Trainer:
                  f"is a fixed number of steps)")
 
     def run(self) -> dict:
-        self.restore()
+        """Train from the current step (``restore`` first to resume) to the end, then sample and summarise."""
         self.announce()
         started, last_log, window_loss, window_n = time.time(), time.time(), 0.0, 0
         first_step = self.step
@@ -550,6 +584,10 @@ def main(argv=None) -> dict:
     except RunFolderBusy as err:
         parser().error(str(err))
     try:
+        try:
+            trainer.restore()  # a checkpoint that cannot be resumed is a one-line error, before any step
+        except (ValueError, FileNotFoundError) as err:
+            parser().error(str(err))
         return trainer.run()
     finally:
         if trainer.lock is not None:

@@ -276,3 +276,46 @@ def test_head_options_are_saved_and_rebuilt_by_the_samplers(tmp_path, flags, che
     run(tmp_path, "--steps", "1", *flags)
     model = load_model(str(sorted((tmp_path / "checkpoints").glob("*.pt"))[-1]), None, "ema", "torch", "cpu")
     assert check(model)
+
+
+def test_interrupted_writes_are_cleaned_and_files_follow_the_umask(tmp_path, capsys):
+    stale = tmp_path / "checkpoints" / ".step_00000009.pt.x1y2.tmp"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half a checkpoint")
+    old = os.umask(0o022)
+    try:
+        run(tmp_path, "--steps", "1")
+    finally:
+        os.umask(old)
+    assert not stale.exists() and f"removed {stale}" in capsys.readouterr().out
+    assert (newest_path(tmp_path).stat().st_mode & 0o777) == 0o644  # not mkstemp's private 0600
+
+
+def newest_path(out):
+    return sorted((Path(out) / "checkpoints").glob("step_*.pt"))[-1]
+
+
+def test_stats_restart_at_the_resumed_step(tmp_path):
+    run(tmp_path, "--steps", "6", "--ckpt-every", "3")
+    newest_path(tmp_path).unlink()  # as if killed after step 3's checkpoint
+    run(tmp_path, "--steps", "6", "--ckpt-every", "3")
+    steps = [s["step"] for s in stats(tmp_path) if "loss" in s]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_from_something_without_a_checkpoint_is_refused(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit):
+        run(tmp_path / "run", "--steps", "1", "--resume", str(tmp_path / "empty"))
+    assert "no readable checkpoint there" in capsys.readouterr().err
+    run(tmp_path / "first", "--steps", "2")
+    summary = run(tmp_path / "second", "--steps", "3", "--resume", str(tmp_path / "first" / "checkpoints"))
+    assert summary["steps"] == 3  # the checkpoints folder itself is accepted
+
+
+def test_a_checkpoint_of_another_configuration_is_named(tmp_path, capsys):
+    run(tmp_path, "--steps", "1")
+    with pytest.raises(SystemExit):
+        run(tmp_path, "--steps", "2", "--head-width", "32")
+    err = capsys.readouterr().err
+    assert "written by another run configuration" in err and "'head_base_width': 32" in err
