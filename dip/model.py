@@ -47,6 +47,11 @@ class DiP(nn.Module):
                  gradient_checkpointing: bool = False,
                  merged_projections: bool = False):  # W1|W3 and all adaLN Linears as single GEMMs (same checkpoints)
         super().__init__()
+        sizes = dict(image_size=image_size, patch_size=patch_size, in_channels=in_channels, hidden_size=hidden_size,
+                     depth=depth, num_heads=num_heads, head_base_width=head_base_width, head_max_width=head_max_width)
+        for name, value in sizes.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if hidden_size % num_heads:
             raise ValueError(f"hidden_size must be divisible by num_heads, got {hidden_size} and {num_heads}")
         head_dim = hidden_size // num_heads

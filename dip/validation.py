@@ -1,8 +1,8 @@
 """Input checks of ``DiP.forward``: a ``ValueError`` naming the argument and what was expected.
 
-Shape, dtype and device checks read metadata only. Value checks (label range, t in [0, 1]) read the tensors,
-which costs a device sync on CUDA: they run while ``model.check_inputs`` is true and outside torch.compile
-tracing; turn them off for CUDA-graph capture.
+Shape, dtype and device checks read metadata only. Value checks (finite x and t, label range, t in [0, 1]) read
+the tensors, which costs a device sync on CUDA: they run while ``model.check_inputs`` is true and outside
+torch.compile tracing; turn them off for CUDA-graph capture.
 """
 from __future__ import annotations
 
@@ -20,9 +20,14 @@ def _check_image(model, x: torch.Tensor) -> None:
     P = model.patch_size
     if x.shape[2] % P or x.shape[3] % P:
         raise ValueError(f"x height and width must be divisible by the patch size {P}, got {x.shape[2]}×{x.shape[3]}")
+    if x.shape[0] == 0:
+        raise ValueError("x must hold at least one image (B ≥ 1), got B = 0")
     if not x.is_floating_point():
         raise ValueError(f"x must be a floating-point tensor, got {x.dtype}")
     param_dtype = model.s_embedder.proj.weight.dtype
+    if x.dtype == torch.float64 and torch.is_autocast_enabled(x.device.type):
+        raise ValueError("x must be float32, bfloat16 or float16 under autocast (autocast does not run float64), "
+                         "got float64")
     if x.dtype != param_dtype and not torch.is_autocast_enabled(x.device.type):
         raise ValueError(f"x dtype must match the model's parameters ({param_dtype}) outside autocast, got {x.dtype}")
 
@@ -43,8 +48,8 @@ def _check_labels(model, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tenso
     if not isinstance(y, torch.Tensor) or y.shape != (B,):
         shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
         raise ValueError(f"y must have shape (B,) = ({B},), got {shape}")
-    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise ValueError(f"y must be an integer tensor (int64 labels), got {y.dtype}")
+    if y.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"y must be an int64 (or int32) tensor of labels, got {y.dtype}")
     return y
 
 
@@ -55,7 +60,11 @@ def _check_devices(model, **tensors: torch.Tensor) -> None:
             raise ValueError(f"{name} must be on the model's device {device}, got {tensor.device}")
 
 
-def _check_values(model, t: torch.Tensor, y: torch.Tensor) -> None:
+def _check_values(model, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> None:
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x holds NaN or inf values")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError("t holds NaN or inf values (expected times in [0, 1])")
     K = model.num_classes
     if y.numel() and (int(y.min()) < 0 or int(y.max()) > K):
         what = "only 0 (the null row) for an unconditional model" if K == 0 else f"0..{K} ({K} = null class)"
@@ -72,5 +81,5 @@ def validate_inputs(model, x, t, y):
     y = _check_labels(model, x, y)
     _check_devices(model, x=x, t=t, y=y)
     if model.check_inputs and not torch.compiler.is_compiling():
-        _check_values(model, t, y)
+        _check_values(model, x, t, y)
     return y

@@ -26,7 +26,13 @@ def good(model):
     (lambda x, t, y: (x, (t * 10).long(), y), "t must be a floating-point"),
     (lambda x, t, y: (x, t + 2, y), r"t must be in \[0, 1\]"),
     (lambda x, t, y: (x, t, y[:1]), r"y must have shape \(B,\) = \(2,\)"),
-    (lambda x, t, y: (x, t, y.float()), "y must be an integer tensor"),
+    (lambda x, t, y: (x, t, y.float()), "y must be an int64"),
+    (lambda x, t, y: (x, t, y.to(torch.uint8)), r"y must be an int64 \(or int32\) tensor of labels, got torch.uint8"),
+    (lambda x, t, y: (x, t, y.to(torch.int16)), "y must be an int64"),
+    (lambda x, t, y: (x[:0], t[:0], y[:0]), r"at least one image \(B ≥ 1\), got B = 0"),
+    (lambda x, t, y: (x.index_fill(0, torch.tensor([1]), float("nan")), t, y), "x holds NaN or inf"),
+    (lambda x, t, y: (x.index_fill(0, torch.tensor([0]), float("inf")), t, y), "x holds NaN or inf"),
+    (lambda x, t, y: (x, t.index_fill(0, torch.tensor([0]), float("nan")), y), "t holds NaN or inf"),
     (lambda x, t, y: (x, t, torch.tensor([0, 11])), r"y labels must be in 0..10 \(10 = null class\)"),
     (lambda x, t, y: (x, t, torch.tensor([-1, 3])), "y labels must be in"),
     (lambda x, t, y: (x.to("meta"), t, y), "x must be on the model's device cpu"),
@@ -65,6 +71,10 @@ def test_value_checks_can_be_turned_off(model):
     (dict(num_classes=-1), "num_classes must be ≥ 0"),
     (dict(head="mlp"), "head must be 'detailer' or 'dit'"),
     (dict(kernels="cudnn"), "kernels backend must be one of"),
+    (dict(depth=0), "depth must be a positive integer, got 0"),
+    (dict(in_channels=0), "in_channels must be a positive integer"),
+    (dict(head_base_width=0), "head_base_width must be a positive integer"),
+    (dict(hidden_size=0), "hidden_size must be a positive integer"),
 ])
 def test_construction_errors(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -77,3 +87,22 @@ def test_preset_errors():
     with pytest.raises(ValueError, match=r"unknown model option\(s\) \['hiden_size'\]"):
         create_model("DiP-T/8", hiden_size=3)
     assert isinstance(create_model("DiP-T/8", depth=1), DiP)
+
+
+def test_int32_labels_are_accepted(model):
+    x, t, y = good(model)
+    torch.testing.assert_close(model(x, t, y.int()), model(x, t, y))
+
+
+def test_float64_under_autocast_is_named(model):
+    x, t, y = good(model)
+    with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(ValueError, match="autocast does not run float64"):
+        model(x.double(), t, y)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_model_cast_to_half_precision_runs(dtype):
+    model = tiny_model().eval().to(dtype)
+    x, t, y = model_inputs(model)
+    out = model(x.to(dtype), t, y)
+    assert out.dtype == dtype and torch.isfinite(out.float()).all()
