@@ -17,17 +17,19 @@ import numpy as np
 import torch
 from PIL import Image
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".JPEG", ".JPG", ".PNG"}
+from .image_files import class_folders, image_files, to_rgb
+
 
 
 def center_crop(image: Image.Image, size: int) -> np.ndarray:
     """The ADM centre crop: box-downsample by 2 while the short side is ≥ 2·size, bicubic-resize the short side
     to ``size``, crop the centre. Returns uint8 (size, size, 3)."""
+    image = to_rgb(image)  # before resampling: 16-bit and palette images resample in their true range
     while min(image.size) >= 2 * size:
         image = image.resize(tuple(x // 2 for x in image.size), resample=Image.BOX)
     scale = size / min(image.size)
     image = image.resize(tuple(round(x * scale) for x in image.size), resample=Image.BICUBIC)
-    arr = np.asarray(image.convert("RGB"))
+    arr = np.asarray(to_rgb(image))
     top, left = (arr.shape[0] - size) // 2, (arr.shape[1] - size) // 2
     return arr[top:top + size, left:left + size]
 
@@ -40,12 +42,11 @@ class ImageFolder(torch.utils.data.Dataset):
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"image folder not found: {root}")
-        self.classes = sorted(d.name for d in root.iterdir() if d.is_dir())
-        self.items = [(p, k) for k, c in enumerate(self.classes) for p in sorted((root / c).rglob("*"))
-                      if p.suffix in IMAGE_SUFFIXES]
+        self.classes = class_folders(root)
+        self.items = [(p, k) for k, c in enumerate(self.classes) for p in image_files(root / c)]
         if not self.classes:
             self.classes = [root.name]
-            self.items = [(p, 0) for p in sorted(root.iterdir()) if p.suffix in IMAGE_SUFFIXES]
+            self.items = [(p, 0) for p in image_files(root, recursive=False)]
         if not self.items:
             raise ValueError(f"{root} holds no images (expected root/<class>/<image>.jpg, or images directly in "
                              f"{root} for one class)")

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data import IMAGE_SUFFIXES, open_dataset
+from .data import open_dataset
+from .image_files import image_files, image_suffixes, to_rgb
 
 
 class ImageStream:
@@ -72,9 +73,10 @@ def npz_images(path, limit: int | None = None) -> ImageStream:
 def folder_images(path, limit: int | None = None) -> ImageStream:
     """Every image file under ``path`` (recursive, sorted by path); all the same square size."""
     path = Path(path)
-    files = sorted(p for p in path.rglob("*") if p.suffix in IMAGE_SUFFIXES)
+    files = image_files(path)
     if not files:
-        raise ValueError(f"{path} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        examples = ", ".join(sorted(image_suffixes())[:8])
+        raise ValueError(f"{path} holds no image files (any format Pillow reads: {examples} …)")
     files = files[:limit] if limit else files
     with Image.open(files[0]) as first:
         width, height = first.size
@@ -83,7 +85,7 @@ def folder_images(path, limit: int | None = None) -> ImageStream:
 
     def read(file: Path) -> np.ndarray:
         with Image.open(file) as image:
-            arr = np.asarray(image.convert("RGB"))
+            arr = np.asarray(to_rgb(image))
         if arr.shape[:2] != (height, width):
             raise ValueError(f"{file} is {arr.shape[1]}×{arr.shape[0]}, the first image is {width}×{height}")
         return arr

@@ -485,6 +485,17 @@ class Trainer:
         self.log(f"dip.train: {c['model']} on {c['data']}, {length} from step {self.step}, global batch {c['batch']}, "
                  f"{self.device}{'' if self.device.type == 'cuda' else f' with {torch.get_num_threads()} threads'}, "
                  f"{c['precision']}, seed {c['seed']} → {self.out}")
+        if self.num_classes and c["data"] != "digits":
+            self.save_class_map()
+
+    def save_class_map(self) -> None:
+        """Class folder → label, printed (first ten) and saved as <out>/classes.json: the labels to sample with."""
+        names = list(self.data.classes)
+        shown = ", ".join(f"{k}={name}" for k, name in enumerate(names[:10])) + (" …" if len(names) > 10 else "")
+        self.log(f"labels: {shown} ({len(names)} classes; {self.out / 'classes.json'})")
+        if self.rank == 0:
+            text = json.dumps({str(k): name for k, name in enumerate(names)}, indent=1)
+            atomic_write(self.out / "classes.json", lambda tmp: Path(tmp).write_text(text))
 
     def warn_if_slow(self, started: float, first_step: int = 0) -> None:
         """Once, from step 50 on (checked every 50 steps): say so when the run is on course to take over twice the

@@ -55,3 +55,46 @@ def test_digits_and_batches():
     assert len(d) == 1797 and d.classes[3] == "3"
     x, y = load_batch(d, torch.tensor([0, 5]))
     assert x.shape == (2, 3, 32, 32) and x.min() >= -1 and x.max() <= 1 and y.tolist() == [0, 5]
+
+
+def test_every_pillow_format_and_suffix_case_is_read_and_hidden_folders_are_not_classes(tmp_path):
+    rgb = Image.fromarray(np.full((8, 8, 3), 100, np.uint8))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b" / "nested").mkdir(parents=True)
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    (tmp_path / "__pycache__").mkdir()
+    rgb.save(tmp_path / "a" / "one.Png")
+    rgb.save(tmp_path / "a" / "two.JPG")
+    rgb.save(tmp_path / "b" / "nested" / "three.tif")
+    rgb.save(tmp_path / "b" / ".hidden.png")
+    rgb.save(tmp_path / ".ipynb_checkpoints" / "stray.png")
+    (tmp_path / "b" / "notes.txt").write_text("not an image")
+    folder = ImageFolder(tmp_path, 8)
+    assert folder.classes == ["a", "b"]  # the notebook folder does not become class 0
+    assert sorted((p.name, k) for p, k in folder.items) == [("one.Png", 0), ("three.tif", 1), ("two.JPG", 0)]
+
+
+@pytest.mark.parametrize("mode,value,expected", [
+    ("I;16", 65535, 255), ("I;16", 32896, 128), ("I", 65535, 255), ("L", 77, 77), ("P", 5, 5), ("LA", 200, 200),
+    ("RGBA", 30, 30), ("CMYK", 0, 255),
+])
+def test_image_modes_convert_by_their_true_range(tmp_path, mode, value, expected):
+    from dip.image_files import to_rgb
+
+    if mode in ("I;16", "I"):
+        image = Image.fromarray(np.full((4, 4), value, np.uint16 if mode == "I;16" else np.int32))
+        assert image.mode == mode
+    elif mode == "P":
+        image = Image.new("P", (4, 4), 0)
+        image.putpalette([value] * 3 + [0] * 765)
+    else:
+        image = Image.new(mode, (4, 4), tuple([value] * len(mode)))
+    rgb = np.asarray(to_rgb(image))
+    assert rgb.shape == (4, 4, 3) and (rgb == expected).all(), (mode, rgb[0, 0])
+
+
+def test_a_sixteen_bit_grey_png_is_not_white(tmp_path):
+    (tmp_path / "c").mkdir()
+    Image.fromarray(np.full((8, 8), 20000, np.uint16)).save(tmp_path / "c" / "grey16.png")
+    arr, _ = ImageFolder(tmp_path, 8)[0]
+    assert abs(int(arr[0, 0, 0]) - round(20000 / 257)) <= 1

@@ -319,3 +319,11 @@ def test_a_checkpoint_of_another_configuration_is_named(tmp_path, capsys):
         run(tmp_path, "--steps", "2", "--head-width", "32")
     err = capsys.readouterr().err
     assert "written by another run configuration" in err and "'head_base_width': 32" in err
+
+
+def test_the_class_map_is_printed_and_saved(tmp_path, capsys):
+    data = class_folder(tmp_path / "data", classes=3)
+    run(tmp_path / "run", "--data", str(data), "--steps", "1")
+    saved = json.loads((tmp_path / "run" / "classes.json").read_text())
+    assert saved == {"0": "class0", "1": "class1", "2": "class2"}
+    assert "labels: 0=class0, 1=class1, 2=class2 (3 classes;" in capsys.readouterr().out
