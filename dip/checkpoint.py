@@ -84,6 +84,9 @@ def read_file(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
+    if path.suffix.lower() in (".npy", ".npz"):
+        raise ValueError(f"{path} is a NumPy array file, not a checkpoint (expected a torch.save .pt/.pth/.ckpt or a "
+                         f".safetensors file of DiP weights)")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

@@ -1,10 +1,15 @@
 """Argument types for the command lines: every numeric option is checked against its domain when parsed, so a
 mistake ends the command at once with argparse's one-line error naming the option (``dip-train: error: argument
---ema-decay: must be in [0, 1), got 1.5``) instead of running with a silently wrong value."""
+--ema-decay: must be in [0, 1), got 1.5``) instead of running with a silently wrong value; the commands' other user errors (bad files, unwritable folders)
+end the same way (``command_errors``), and output folders are probed before work is spent (``writable_folder``)."""
 from __future__ import annotations
 
 import argparse
 import math
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
 
 
 def number(kind: type, low: float | None = None, high: float | None = None, *, low_open: bool = False,
@@ -44,3 +49,35 @@ class Interval(argparse.Action):
         if low > high:
             parser.error(f"argument {option_string}: LOW must be ≤ HIGH, got {low:g} {high:g}")
         setattr(namespace, self.dest, (low, high))
+
+
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
+
+
+@contextmanager
+def command_errors(parser: argparse.ArgumentParser):
+    """A user's mistake or a bad file inside a command ends it with argparse's one-line ``prog: error: …`` and exit
+    status 2 instead of a traceback (a traceback is for bugs)."""
+    try:
+        yield
+    except USER_ERRORS as err:
+        parser.error(str(err))
+
+
+def writable_folder(path, option: str, needed_bytes: int = 0) -> Path:
+    """``path`` as an existing folder this process can write (created if missing), with ``needed_bytes`` free: checked
+    by writing a probe file before any work is spent; a ``ValueError`` names the option and what is wrong."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{option} {path} is a file; expected a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".probe.", suffix=".tmp"):
+            pass
+    except OSError as err:
+        raise ValueError(f"{option} {path} is not writable: {err.strerror or err}") from None
+    free = shutil.disk_usage(path).free
+    if free < needed_bytes:
+        raise ValueError(f"{option} {path}: {free / 2**30:.1f} GiB free, the run needs about "
+                         f"{needed_bytes / 2**30:.1f} GiB (two checkpoints during rotation)")
+    return path

@@ -29,6 +29,7 @@ import torch
 from tqdm import tqdm
 
 from .checkpoint import atomic_write
+from .cli_types import command_errors, writable_folder
 from .diagnostics import plot_spectra, radial_spectrum, seam_from_terms, seam_terms, spectrum_ratio
 from .image_sources import ImageStream, npz_keys, open_images
 from .inception import InceptionFeatures
@@ -267,7 +268,26 @@ def _generated_streams(args, device):
 
 
 def main(argv=None) -> dict:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    with command_errors(p):
+        return run_evaluation(args)
+
+
+def _check_sources(args) -> None:
+    """--samples and --ref exist (named by their option) and --out can be written, before any network is loaded."""
+    expected = {"--samples": "a checkpoint, an .npz of images or a folder of images",
+                "--ref": "'digits', an image or dataset folder, an .npz of images or a stats .npz"}
+    for option, spec in (("--samples", args.samples), ("--ref", args.ref)):
+        if spec and spec != "digits" and not Path(spec).exists():
+            raise FileNotFoundError(f"{option} {spec} not found (expected {expected[option]})")
+    if args.samples:
+        writable_folder(args.out, "--out")
+
+
+def run_evaluation(args) -> dict:
+    """The metrics of every generated source against the reference (module doc); writes metrics.json."""
+    _check_sources(args)
     _, _, device = init_distributed(args.device)
     streams, patch = _generated_streams(args, device) if args.samples else ([], args.patch_size or 16)
     size = streams[0][2].size if streams else args.image_size

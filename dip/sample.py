@@ -25,7 +25,7 @@ from tqdm import tqdm
 from dip_kernels import BACKENDS
 
 from .checkpoint import is_training_checkpoint, read_file, weights_of
-from .cli_types import NON_NEGATIVE, POSITIVE, POSITIVE_INT, UNIT, Interval
+from .cli_types import NON_NEGATIVE, POSITIVE, POSITIVE_INT, UNIT, Interval, command_errors, writable_folder
 from .diffusion import INTERVAL_RULES, sample, to_uint8
 from .distributed import init_distributed
 from .graphed_sampler import GraphedEulerSampler, store_autocast_weights
@@ -172,8 +172,18 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> Path:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    with command_errors(p):
+        return run_sampling(args)
+
+
+def run_sampling(args) -> Path:
+    """Draw ``args.num_samples`` class-balanced samples (ranks split them) and write the .npz and/or PNG grid; the
+    output folder is probed first so a read-only one fails before sampling."""
     rank, world, device = init_distributed(args.device)
+    if rank == 0:
+        writable_folder(args.out, "--out")
     model = load_model(args.ckpt, args.model, args.which, args.kernels, device)
     model.check_inputs = False
     K = model.num_classes

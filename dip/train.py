@@ -30,7 +30,8 @@ from tqdm import tqdm
 from dip_kernels import BACKENDS
 
 from .checkpoint import adapt_label_table, atomic_write, read_file, remove_stale_temporaries, weights_of
-from .cli_types import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT, number
+from .cli_types import (NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT, command_errors, number,
+                        writable_folder)
 from .data import load_batch, open_dataset, sample_indices
 from .diffusion import flow_loss, interpolate, logit_normal_t, sample
 from .distributed import init_distributed
@@ -169,7 +170,7 @@ class Trainer:
         torch.manual_seed(cfg["seed"])  # the initial weights
         random.seed(cfg["seed"])
         np.random.seed(cfg["seed"])
-        self.out = Path(cfg["out"])
+        self.out = writable_folder(cfg["out"], "--out") if self.rank == 0 else Path(cfg["out"])
         self.lock = RunLock(self.out) if self.rank == 0 else None  # one writer per run folder
         if self.lock is not None:  # no write is in flight: what an interrupted atomic write left is garbage
             for stale in remove_stale_temporaries(self.out) + remove_stale_temporaries(self.out / "checkpoints"):
@@ -198,6 +199,8 @@ class Trainer:
         self.opt = torch.optim.AdamW(params, lr=cfg["lr"], betas=tuple(r["betas"]), weight_decay=cfg["weight_decay"],
                                      **fused)
         self.ema = EMA(self.model, cfg["ema_decay"], r["ema_warmup"])
+        if self.rank == 0:  # model, EMA and AdamW's two moments in fp32, twice (the newest and the one being written)
+            writable_folder(self.out, "--out", 2 * 4 * 4 * sum(p.numel() for p in self.model.parameters()))
         self.step, self.skipped, self.resumed_from = 0, 0, None
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if cfg["precision"] == "bf16" \
             else nullcontext()
@@ -590,15 +593,14 @@ def main(argv=None) -> dict:
     if cfg["dry_run"]:
         print(json.dumps(cfg, indent=2))
         return cfg
-    try:
-        trainer = Trainer(cfg)
-    except RunFolderBusy as err:
-        parser().error(str(err))
-    try:
+    with command_errors(parser()):
         try:
+            trainer = Trainer(cfg)
+        except RunFolderBusy as err:
+            raise ValueError(str(err)) from None
+    try:
+        with command_errors(parser()):
             trainer.restore()  # a checkpoint that cannot be resumed is a one-line error, before any step
-        except (ValueError, FileNotFoundError) as err:
-            parser().error(str(err))
         return trainer.run()
     finally:
         if trainer.lock is not None:

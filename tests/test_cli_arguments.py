@@ -52,3 +52,28 @@ def test_valid_values_pass():
     assert (args.steps, args.ema_decay, args.label_dropout, args.keep) == (5, 0.0, 1.0, 1)
     args = sample_parser().parse_args(["--ckpt", "m.pt", "--interval", "0.11", "0.97", "--cfg", "0"])
     assert args.interval == (0.11, 0.97) and args.cfg == 0.0
+
+
+@pytest.mark.parametrize("command,argv,message", [
+    ("train", ["--out", "{file}", "--steps", "1"], "--out {file} is a file; expected a folder"),
+    ("sample", ["--ckpt", "{missing}.pt", "--out", "{dir}"], "checkpoint file not found"),
+    ("sample", ["--ckpt", "{npy}", "--out", "{dir}"], "is a NumPy array file, not a checkpoint"),
+    ("sample", ["--ckpt", "{missing}.pt", "--out", "{file}"], "--out {file} is a file"),  # probed before anything
+    ("evaluate", ["--samples", "{missing}.npz", "--ref", "digits"], "--samples {missing}.npz not found"),
+    ("evaluate", ["--samples", "{npy}", "--ref", "{missing}.npz"], "--ref {missing}.npz not found"),
+])
+def test_command_mistakes_end_with_one_line(tmp_path, capsys, command, argv, message):
+    import importlib
+
+    import numpy as np
+
+    names = {"file": tmp_path / "afile", "missing": tmp_path / "nothere", "dir": tmp_path / "out",
+             "npy": tmp_path / "x.npy"}
+    names["file"].write_text("")
+    np.save(names["npy"], np.zeros(3))
+    main = importlib.import_module(f"dip.{command}").main
+    with pytest.raises(SystemExit) as stop:
+        main([a.format(**names) for a in argv])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "Traceback" not in err
+    assert f"dip-{command}: error: " in err and message.format(**names) in err

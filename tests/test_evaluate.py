@@ -107,14 +107,19 @@ def test_sampling_from_a_checkpoint_with_a_sweep(digits_npz, tmp_path):
 
 
 def test_bad_sources_raise_clear_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="sample file not found"):
-        evaluate(["--samples", str(tmp_path / "none.npz"), "--ref", "digits", "--device", "cpu"])
+    from dip.evaluate import parser, run_evaluation
+
+    def run(*argv):  # the API below the command line, which raises (the command prints one line, exit 2)
+        return run_evaluation(parser().parse_args([*argv, "--device", "cpu", "--out", str(tmp_path / "out")]))
+
+    with pytest.raises(FileNotFoundError, match="--samples .*none.npz not found"):
+        run("--samples", str(tmp_path / "none.npz"), "--ref", "digits")
     np.savez(tmp_path / "floats.npz", np.zeros((2, 8, 8, 3), dtype=np.float32))
     with pytest.raises(ValueError, match=r"arr_0 must be uint8 \(N, H, W, 3\)"):
-        evaluate(["--samples", str(tmp_path / "floats.npz"), "--ref", "digits", "--device", "cpu"])
+        run("--samples", str(tmp_path / "floats.npz"), "--ref", "digits")
     np.savez(tmp_path / "other.npz", x=np.zeros(3))
     with pytest.raises(ValueError, match="missing mu, sigma, mu_s, sigma_s"):
-        evaluate(["--ref", str(tmp_path / "other.npz"), "--device", "cpu"])
+        run("--ref", str(tmp_path / "other.npz"))
     with pytest.raises(ValueError, match="--sweep items are key=v1,v2"):
         from dip.evaluate import sweep_settings
         from dip.sample import SamplingSettings

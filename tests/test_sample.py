@@ -55,11 +55,12 @@ def test_two_ranks_match_one(checkpoint, tmp_path):
     assert a["arr_1"].tolist() == b["arr_1"].tolist()
 
 
-def test_plain_weights_file_with_a_preset(tmp_path):
+def test_plain_weights_file_with_a_preset(tmp_path, capsys):
     model = create_model("DiP-T/8")
     save_weights(tmp_path / "w.safetensors", model.state_dict())
     sample(["--ckpt", str(tmp_path / "w.safetensors"), "--model", "DiP-T/8", "--num-samples", "2", "--steps", "2",
           "--out", str(tmp_path / "s")])
     assert (tmp_path / "s" / "grid.png").is_file()
-    with pytest.raises(ValueError, match="does not fit preset"):
+    with pytest.raises(SystemExit):
         sample(["--ckpt", str(tmp_path / "w.safetensors"), "--model", "DiP-S/16", "--out", str(tmp_path / "x")])
+    assert "dip-sample: error: " in (err := capsys.readouterr().err) and "does not fit preset" in err
