@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dip.demo import digits_accuracy  # noqa: E402
-from dip.evaluate import FeatureSet, compare, reference_statistics  # noqa: E402
+from dip.evaluate import FeatureSet, compare, load_statistics, reference_statistics, save_statistics  # noqa: E402
 from dip.inception import InceptionFeatures  # noqa: E402
 from dip.sample import SamplingSettings, generate, load_model  # noqa: E402
 from dip.presets import recipe  # noqa: E402
@@ -114,7 +114,12 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     network = InceptionFeatures()
-    reference = reference_statistics("digits", RECIPE.image_size, network, 8, batch=100, limit=None, seed=0)
+    cached = out / "reference_stats.npz"  # the real digits' statistics, computed once per ablation folder
+    if cached.is_file():
+        reference = load_statistics(cached)
+    else:
+        reference = reference_statistics("digits", RECIPE.image_size, network, 8, batch=100, limit=None, seed=0)
+        save_statistics(reference, cached)
     results_path = out / "ablation.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     for name, (flags, sampler, which) in map(parse_row, args.rows):
