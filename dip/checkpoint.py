@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -196,6 +197,36 @@ def atomic_write(path: Path, write) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _tensors(obj, prefix: str = ""):
+    """(dotted key, tensor) of every tensor nested in dicts and lists, in a fixed order."""
+    if isinstance(obj, torch.Tensor):
+        yield prefix, obj
+    elif isinstance(obj, dict):
+        for k in sorted(obj, key=str):
+            yield from _tensors(obj[k], f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _tensors(v, f"{prefix}.{i}")
+
+
+def tensor_checksums(state: dict) -> dict:
+    """CRC-32 of every tensor's bytes in a checkpoint dict (nested), keyed by its dotted path: stored in dip's
+    checkpoints and verified on load, so flipped bytes are caught even where the file still unpickles."""
+    return {key: zlib.crc32(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()) if t.numel() else 0
+            for key, t in _tensors(state)}
+
+
+def verify_checksums(state: dict, path) -> None:
+    """Raise ``ValueError`` naming the first tensor of ``state`` whose bytes differ from its stored checksum."""
+    stored = state.get("checksums")
+    if stored is None:
+        return  # written before checksums existed
+    body = {k: v for k, v in state.items() if k not in ("checksums", "_path")}
+    for key, crc in tensor_checksums(body).items():
+        if stored.get(key) != crc:
+            raise ValueError(f"{path}: tensor {key} does not match its checksum (the file is damaged)")
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:

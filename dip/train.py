@@ -29,7 +29,8 @@ from tqdm import tqdm
 
 from dip_kernels import BACKENDS
 
-from .checkpoint import adapt_label_table, atomic_write, read_file, remove_stale_temporaries, weights_of
+from .checkpoint import (adapt_label_table, atomic_write, read_file, remove_stale_temporaries, tensor_checksums,
+                         verify_checksums, weights_of)
 from .cli_types import (NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT, command_errors, number,
                         writable_folder)
 from .data import load_batch, open_dataset, sample_indices
@@ -147,8 +148,10 @@ def load_newest(out_or_path: str | Path, log) -> dict | None:
         sorted(path.glob("step_*.pt"), reverse=True)
     for candidate in candidates:
         try:
-            return {**torch.load(candidate, map_location="cpu", weights_only=True), "_path": str(candidate)}
-        except Exception as err:  # truncated zip, bad pickle
+            state = torch.load(candidate, map_location="cpu", weights_only=True)
+            verify_checksums(state, candidate)
+            return {**state, "_path": str(candidate)}
+        except Exception as err:  # truncated zip, bad pickle, damaged tensor bytes
             log(f"skipping unreadable checkpoint {candidate}: {type(err).__name__}: {err}")
     if path.is_file():
         raise ValueError(f"{path} is not a readable dip training checkpoint")
@@ -348,6 +351,7 @@ class Trainer:
                  "projector": self.repa[0].state_dict() if self.repa else {},
                  "rng": {"torch": torch.get_rng_state(), "numpy": json.dumps(np.random.get_state()[1].tolist()),
                          "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []}}
+        state["checksums"] = tensor_checksums(state)  # verified on resume: a damaged file is passed over
         path = self.out / "checkpoints" / f"step_{self.step:08d}.pt"
         atomic_write(path, lambda tmp: torch.save(state, tmp))
         for old in checkpoint_paths(self.out)[self.cfg["keep"]:]:

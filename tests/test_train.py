@@ -329,3 +329,16 @@ def test_the_class_map_is_printed_and_saved(tmp_path, capsys):
     saved = json.loads((tmp_path / "run" / "classes.json").read_text())
     assert saved == {"0": "class0", "1": "class1", "2": "class2"}
     assert "labels: 0=class0, 1=class1, 2=class2 (3 classes;" in capsys.readouterr().out
+
+
+def test_a_checkpoint_with_damaged_tensor_bytes_is_passed_over(tmp_path, capsys):
+    run(tmp_path / "straight", "--steps", "6", "--ckpt-every", "3")
+    run(tmp_path / "damaged", "--steps", "6", "--ckpt-every", "3")
+    last = newest_path(tmp_path / "damaged")
+    state = torch.load(last, weights_only=True)
+    state["model"]["final_layer.linear.weight" if "final_layer.linear.weight" in state["model"]
+                   else "s_embedder.proj.weight"].view(-1)[:16] += 1873.0  # still a valid file, wrong numbers
+    torch.save(state, last)
+    run(tmp_path / "damaged", "--steps", "6", "--ckpt-every", "3")  # resumes from step 3 and redoes 4…6
+    assert "does not match its checksum" in capsys.readouterr().out
+    same_state(newest(tmp_path / "straight")["model"], newest(tmp_path / "damaged")["model"])
