@@ -38,6 +38,7 @@ from .distributed import init_distributed
 from .sample import SamplingSettings, add_sampling_args, generate, load_model, settings_from_args
 
 ADM_STATS = ("mu", "sigma", "mu_s", "sigma_s")
+NETWORK = "inception-2015-12-05 (TF1 bilinear resize to 299, pool3 + mixed_6/conv[:7])"  # the features' protocol
 SWEEP_KEYS = {"cfg": "cfg_scale", "steps": "steps", "interval": "interval", "shift": "shift", "method": "method"}
 
 
@@ -80,7 +81,7 @@ class FeatureSet:
         mu_s, sigma_s = self.spatial_moments.statistics()
         stats = {"mu": mu, "sigma": sigma, "mu_s": mu_s, "sigma_s": sigma_s, "pool": torch.cat(self.pool),
                  "spectrum": self.spectrum / self.count, "seam": self.seam, "count": self.count,
-                 "image_size": self.size, "patch_size": self.patch_size}
+                 "image_size": self.size, "patch_size": self.patch_size, "network": NETWORK}
         if self.probs:
             stats["probs"] = torch.cat(self.probs)
         return stats
@@ -146,9 +147,20 @@ def _metric(value, generated: int, reference: int | None = None, **extra) -> dic
     return {**out, **extra}
 
 
+def check_protocol(gen: dict, ref: dict) -> None:
+    """Statistics compare only under one protocol: a reference computed at another image size or with another
+    network (recorded in every statistics file dip writes) is an error, not a meaningless FID."""
+    if "image_size" in ref and int(ref["image_size"]) != int(gen["image_size"]):
+        raise ValueError(f"the reference statistics were computed on {int(ref['image_size'])}² images, the generated "
+                         f"ones are {int(gen['image_size'])}²: compute the reference at the samples' size")
+    if "network" in ref and str(ref["network"]) != NETWORK:
+        raise ValueError(f"the reference statistics come from {ref['network']}, this evaluation uses {NETWORK}")
+
+
 def compare(gen: dict, ref: dict, device="cpu") -> dict:
     """Every metric of generated vs reference statistics, each with the number of images it used (the k-NN
     distances of precision/recall run on ``device``)."""
+    check_protocol(gen, ref)
     n, m = gen["count"], int(ref.get("count", 0)) or None
     out = {"fid": _metric(frechet_distance(gen["mu"], gen["sigma"], ref["mu"], ref["sigma"]), n, m),
            "sfid": _metric(frechet_distance(gen["mu_s"], gen["sigma_s"], ref["mu_s"], ref["sigma_s"]), n, m)}

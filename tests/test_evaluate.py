@@ -142,3 +142,17 @@ def test_an_adm_reference_batch_uses_its_stored_statistics(digits_npz, tmp_path)
     assert m2["fid"]["value"] == pytest.approx(m1["fid"]["value"] + 2048, abs=1e-6)  # ‖Δμ‖² = 2048 · 1²
     assert m2["sfid"]["value"] == pytest.approx(m1["sfid"]["value"], abs=1e-9)
     assert m2["precision"]["value"] == 1.0  # precision/recall still come from the batch's images
+
+
+def test_statistics_of_another_protocol_are_refused(tmp_path):
+    from dip.evaluate import NETWORK, check_protocol, load_statistics, save_statistics
+
+    ref = {"mu": torch.zeros(2), "sigma": torch.eye(2), "mu_s": torch.zeros(2), "sigma_s": torch.eye(2),
+           "pool": torch.zeros(3, 2), "count": 3, "image_size": 64, "patch_size": 16, "network": NETWORK}
+    ref = load_statistics(save_statistics(ref, tmp_path / "ref.npz"))
+    check_protocol({"image_size": 64}, ref)  # the same protocol passes
+    with pytest.raises(ValueError, match="computed on 64² images, the generated ones are 32²"):
+        check_protocol({"image_size": 32}, ref)
+    with pytest.raises(ValueError, match="come from another-net"):
+        check_protocol({"image_size": 64}, {**ref, "network": "another-net"})
+    check_protocol({"image_size": 32}, {k: v for k, v in ref.items() if k not in ("image_size", "network")})  # ADM
