@@ -3,9 +3,11 @@
 Accepted inputs: the authors' PyTorch Lightning checkpoint (weights in ``ckpt["state_dict"]`` under
 ``denoiser.`` and ``ema_denoiser.``; EMA taken by default), a plain state dict, or either with the two prefixes
 at top level; as ``torch.save`` files or ``.safetensors``. Loading never imports Lightning and never runs code from
-the file: ``torch.load(weights_only=True)``, and where that refuses the file (Lightning's hyper-parameter objects,
-``functools.partial`` …) an unpickler that resolves only torch's weights-only allowlist and replaces every other
-class by an inert stand-in.
+the file: ``torch.load(weights_only=True)``; a file that refuses (Lightning's hyper-parameter objects,
+``functools.partial`` …) is read only when the caller trusts it by name (``trust=True``, ``--trust-pickle FILE``),
+and then by an unpickler that resolves only torch's weights-only allowlist and replaces every other class by an
+inert stand-in. Loaded weights are checked: a floating parameter stored as integers, or holding NaN/inf, is an
+error naming the key.
 Writes are atomic (temporary file in the same folder, then ``os.replace``).
 """
 from __future__ import annotations
@@ -70,18 +72,27 @@ class _restricted_pickle:  # the ``pickle_module`` interface torch.load expects
         return _RestrictedUnpickler(file, **kwargs).load()
 
 
-def _torch_load(path: Path):
+class UntrustedFile(ValueError):
+    """A file ``torch.load(weights_only=True)`` refuses, given without the caller's trust."""
+
+
+def _torch_load(path: Path, trust: bool):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if "Weights only load failed" not in str(err):
             raise
+    if not trust:
+        raise UntrustedFile(f"{path} holds Python objects besides tensors (e.g. a Lightning checkpoint's "
+                            f"hyper-parameters), which weights-only loading refuses; if you trust this file, pass "
+                            f"--trust-pickle {path} (Python: trust=True) to read it with dip's inert unpickler")
     # Lightning checkpoints carry non-tensor objects the weights-only unpickler refuses; read them inertly.
     return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_restricted_pickle)
 
 
-def read_file(path) -> dict:
-    """The dict stored in ``path`` (a ``.safetensors`` file or a ``torch.save`` file), on the CPU."""
+def read_file(path, trust: bool = False) -> dict:
+    """The dict stored in ``path`` (a ``.safetensors`` file or a ``torch.save`` file), on the CPU; ``trust`` allows
+    a file weights-only loading refuses (module doc)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
@@ -93,7 +104,9 @@ def read_file(path) -> dict:
             from safetensors.torch import load_file
 
             return load_file(str(path))
-        obj = _torch_load(path)
+        obj = _torch_load(path, trust)
+    except UntrustedFile:
+        raise
     except Exception as err:  # truncated zip, wrong magic, bad safetensors header …
         raise ValueError(f"{path} is not a readable checkpoint (expected a torch.save or .safetensors file of DiP "
                          f"weights): {type(err).__name__}: {err}") from None
@@ -160,12 +173,33 @@ def adapt_label_table(state: dict, model: torch.nn.Module, key: str = "y_embedde
     return {**state, key: table}
 
 
-def load_weights(model: torch.nn.Module, path, *, which: str = "ema", strict: bool = True) -> LoadReport:
-    """Load ``path`` into ``model`` (EMA weights of a Lightning checkpoint by default); returns what was skipped.
+def check_weights(state: dict, model: torch.nn.Module, path) -> None:
+    """A ``ValueError`` naming the first tensor of ``state`` that the model keeps in floating point but the file
+    stores as integers (it would be cast silently), or that holds NaN/inf."""
+    own = model.state_dict()
+    for key, value in state.items():
+        target = own.get(key)
+        if target is None or not target.is_floating_point() or not torch.is_tensor(value):
+            continue
+        if not value.is_floating_point():
+            raise ValueError(f"{path}: {key} is stored as {value.dtype}, the model keeps it in floating point")
+        if not bool(torch.isfinite(value).all()):
+            raise ValueError(f"{path}: {key} holds NaN or inf values")
+
+
+def load_weights(model: torch.nn.Module, path, *, which: str = "ema", strict: bool = True,
+                 trust: bool = False) -> LoadReport:
+    """Load ``path`` into ``model``: a dip.train checkpoint, the authors' Lightning checkpoint or a plain state dict
+    (EMA weights where a file has both, by default); returns what was skipped. ``trust``: see ``read_file``.
 
     Wrong shapes or, with ``strict``, missing/unexpected keys raise a ``ValueError`` naming them.
     """
-    state, skipped, source = extract_state_dict(read_file(path), which)
+    obj = read_file(path, trust)
+    if is_training_checkpoint(obj):
+        (state, source), skipped = weights_of(obj, which), []
+    else:
+        state, skipped, source = extract_state_dict(obj, which)
+    check_weights(state, model, path)
     try:
         result = model.load_state_dict(state, strict=strict)
     except RuntimeError as err:

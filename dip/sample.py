@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from dip_kernels import BACKENDS
 
-from .checkpoint import is_training_checkpoint, read_file, weights_of
+from .checkpoint import check_weights, is_training_checkpoint, read_file, weights_of
 from .cli_types import NON_NEGATIVE, POSITIVE, POSITIVE_INT, UNIT, Interval, command_errors, writable_folder
 from .diffusion import INTERVAL_RULES, sample, to_uint8
 from .distributed import init_distributed
@@ -33,9 +33,11 @@ from .images import save_grid, save_npz
 from .presets import PRESETS, create_model, recipe, run_model_options
 
 
-def load_model(ckpt: str, model_name: str | None, which: str, kernels: str | None, device) -> torch.nn.Module:
-    """A DiP with the checkpoint's weights (EMA by default): our training checkpoint or a weights file."""
-    obj = read_file(ckpt)
+def load_model(ckpt: str, model_name: str | None, which: str, kernels: str | None, device,
+               trust: bool = False) -> torch.nn.Module:
+    """A DiP with the checkpoint's weights (EMA by default): our training checkpoint or a weights file (``trust``:
+    see ``dip.checkpoint.read_file``)."""
+    obj = read_file(ckpt, trust)
     if is_training_checkpoint(obj):
         cfg = json.loads(obj["config"])
         model_name, image_size = model_name or cfg["model"], cfg["image_size"]
@@ -46,11 +48,17 @@ def load_model(ckpt: str, model_name: str | None, which: str, kernels: str | Non
     classes = state["y_embedder.embedding_table.weight"].shape[0] - 1
     model = create_model(model_name, num_classes=classes, kernels=kernels,
                          **({"image_size": image_size} if image_size else {}), **options)
+    check_weights(state, model, ckpt)
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
         raise ValueError(f"{ckpt} ({source}) does not fit preset {model_name} (pass --model): {err}") from None
     return model.to(device).eval()
+
+
+def trusts(args, path) -> bool:
+    """Whether ``--trust-pickle`` names ``path`` (the trust is given per file, by name)."""
+    return args.trust_pickle is not None and Path(args.trust_pickle).resolve() == Path(path).resolve()
 
 
 def sample_noise(seed: int, indices: list, shape: tuple) -> torch.Tensor:
@@ -87,6 +95,8 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
     a = p.add_argument
     a("--model", default=None, choices=sorted(PRESETS), help="preset (default: the checkpoint's, else DiP-XL/16)")
     a("--which", default="ema", choices=["ema", "raw"])
+    a("--trust-pickle", default=None, metavar="FILE", help="read FILE even though it holds Python objects besides "
+                                                           "tensors (e.g. the authors' Lightning checkpoint)")
     a("--steps", type=POSITIVE_INT, help="default: the preset's recipe")
     a("--cfg", type=NON_NEGATIVE, help="guidance scale (default: the recipe's)")
     a("--interval", type=UNIT, nargs=2, action=Interval, help="guidance interval low high (default: the recipe's)")
@@ -184,7 +194,7 @@ def run_sampling(args) -> Path:
     rank, world, device = init_distributed(args.device)
     if rank == 0:
         writable_folder(args.out, "--out")
-    model = load_model(args.ckpt, args.model, args.which, args.kernels, device)
+    model = load_model(args.ckpt, args.model, args.which, args.kernels, device, trusts(args, args.ckpt))
     model.check_inputs = False
     K = model.num_classes
     settings = settings_from_args(args, model, device)

@@ -29,8 +29,8 @@ from tqdm import tqdm
 
 from dip_kernels import BACKENDS
 
-from .checkpoint import (adapt_label_table, atomic_write, read_file, remove_stale_temporaries, tensor_checksums,
-                         verify_checksums, weights_of)
+from .checkpoint import (adapt_label_table, atomic_write, check_weights, read_file, remove_stale_temporaries,
+                         tensor_checksums, verify_checksums, weights_of)
 from .cli_types import (NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT, command_errors, number,
                         writable_folder)
 from .data import load_batch, open_dataset, sample_indices
@@ -86,6 +86,8 @@ def parser() -> argparse.ArgumentParser:
     a("--repa-weight", type=NON_NEGATIVE)
     a("--repa-block", type=POSITIVE_INT)
     a("--resume", default="auto", help="'auto' (newest valid checkpoint in --out), a path, or 'none'")
+    a("--trust-pickle", default=None, metavar="FILE", help="read --init-from FILE even though it holds Python objects "
+                                                           "besides tensors (e.g. the authors' Lightning checkpoint)")
     a("--init-from", default=None, help="fine-tune: start from these weights (EMA of a dip.train checkpoint, or a "
                                         "weights file); a different class count keeps the source's null row")
     a("--eval-every", type=NON_NEGATIVE_INT, default=0, help="steps between FID/sFID/precision/recall of the EMA model (0: off)")
@@ -216,7 +218,9 @@ class Trainer:
         classes (``adapt_label_table``)."""
         if not Path(path).is_file():
             raise FileNotFoundError(f"--init-from weights not found: {path}")
-        state, source = weights_of(read_file(path), "ema")
+        trusted = self.cfg["trust_pickle"] is not None and Path(self.cfg["trust_pickle"]).resolve() == Path(path).resolve()
+        state, source = weights_of(read_file(path, trusted), "ema")
+        check_weights(state, model, path)
         try:
             model.load_state_dict(adapt_label_table(state, model))
         except RuntimeError as err:

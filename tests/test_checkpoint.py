@@ -92,12 +92,14 @@ def test_lightning_checkpoint_ema_by_default_raw_on_request(tmp_path):
     path = tmp_path / "last.ckpt"
     lightning_file(path, raw, ema)
     m = small_model()
-    report = load_weights(m, path)
+    with pytest.raises(ValueError, match="weights-only loading refuses; if you trust this file, pass --trust-pickle"):
+        load_weights(m, path)  # Python objects besides tensors: only with the caller's trust
+    report = load_weights(m, path, trust=True)
     torch.testing.assert_close(m.blocks[1].mlp.w2.weight, ema["blocks.1.mlp.w2.weight"], rtol=0, atol=0)
     assert "ema_denoiser." in report.source
     assert "diffusion_trainer.proj.0.weight" in report.skipped
     assert "denoiser.blocks.0.norm1.weight" in report.skipped
-    load_weights(m, path, which="raw")
+    load_weights(m, path, which="raw", trust=True)
     torch.testing.assert_close(m.blocks[1].mlp.w2.weight, raw["blocks.1.mlp.w2.weight"], rtol=0, atol=0)
 
 
@@ -159,3 +161,31 @@ def test_merged_projections_keep_the_released_layout(tmp_path):
     torch.testing.assert_close(merged(x, t, y), plain(x, t, y), rtol=1e-5, atol=1e-5)
     for k, v in plain.state_dict().items():
         torch.testing.assert_close(merged.state_dict()[k], v, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("spoil,match", [
+    (lambda t: t.round().to(torch.int32), "is stored as torch.int32, the model keeps it in floating point"),
+    (lambda t: t.index_fill(0, torch.tensor([0]), float("nan")), "holds NaN or inf values"),
+])
+def test_weights_stored_as_integers_or_non_finite_are_refused(tmp_path, spoil, match):
+    m = small_model()
+    state = dict(m.state_dict())
+    state["final_layer.linear.weight" if "final_layer.linear.weight" in state else "s_embedder.proj.weight"] = \
+        spoil(state["s_embedder.proj.weight"] if "final_layer.linear.weight" not in state
+              else state["final_layer.linear.weight"])
+    save_weights(tmp_path / "w.safetensors", state)
+    with pytest.raises(ValueError, match=match):
+        load_weights(small_model(), tmp_path / "w.safetensors")
+
+
+def test_load_weights_reads_dip_training_checkpoints(tmp_path):
+    from dip.train import main
+
+    main(["--model", "DiP-T/8", "--device", "cpu", "--batch", "4", "--final-samples", "0", "--steps", "1",
+          "--out", str(tmp_path)])
+    ckpt = sorted((tmp_path / "checkpoints").glob("step_*.pt"))[-1]
+    model = create_model("DiP-T/8")
+    report = load_weights(model, ckpt)
+    saved = torch.load(ckpt, weights_only=True)["ema"]
+    assert "dip.train checkpoint (ema weights)" in report.source
+    assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
