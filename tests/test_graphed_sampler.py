@@ -57,14 +57,15 @@ def test_bad_noise_shape_and_cpu_capture_raise():
         GraphedEulerSampler(model, 2, null_label=10, cfg_scale=2.0)
 
 
-def test_graph_flag_needs_cuda(tmp_path):
+def test_graph_flag_needs_cuda(tmp_path, capsys):
     from dip.checkpoint import save_weights
 
     ckpt = tmp_path / "w.safetensors"
     save_weights(ckpt, random_model().state_dict())
-    with pytest.raises(ValueError, match="--graph needs a CUDA device"):
+    with pytest.raises(SystemExit):
         sample_main(["--ckpt", str(ckpt), "--model", "DiP-T/8", "--device", "cpu", "--graph", "--steps", "2",
                      "--num-samples", "1", "--out", str(tmp_path)])
+    assert "dip-sample: error: --graph needs a CUDA device" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
