@@ -11,12 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from .cli_types import POSITIVE_INT, command_errors
 from .image_files import class_folders, image_files, to_rgb
 
 
@@ -85,24 +87,35 @@ class Shards(torch.utils.data.Dataset):
 
 
 def prepare(src, out, size: int, shard_size: int = 10_000, workers: int = 8) -> None:
-    """Centre-crop every image of the ImageFolder ``src`` once into uint8 shards under ``out`` (atomic meta)."""
+    """Centre-crop every image of the ImageFolder ``src`` once into uint8 shards under ``out``. Everything is written
+    into a hidden sibling folder first and renamed to ``out`` when complete, so ``out`` never mixes two runs' shards
+    and metadata; an unfinished earlier run's folder is discarded, and an existing ``out`` is replaced only if it
+    is a dip shard folder (holds meta.json) or empty."""
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm import tqdm
 
     folder = ImageFolder(src, size)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "meta.json").is_file())):
+        raise ValueError(f"--out {out} exists and is not a dip shard folder (no meta.json): choose another --out")
+    work = out.parent / f".{out.name}.preparing"
+    if work.exists():
+        print(f"discarding the unfinished prepare in {work}")
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
     shards = (len(folder) + shard_size - 1) // shard_size
     with ThreadPoolExecutor(workers) as pool:
         for k in tqdm(range(shards), desc="shards"):
             idx = range(k * shard_size, min((k + 1) * shard_size, len(folder)))
             items = list(pool.map(folder.__getitem__, idx))
-            np.save(out / f"images_{k:05d}.npy", np.stack([im for im, _ in items]))
-            np.save(out / f"labels_{k:05d}.npy", np.array([lb for _, lb in items], dtype=np.int64))
-    tmp = out / "meta.json.tmp"
-    tmp.write_text(json.dumps({"classes": folder.classes, "size": size, "shards": shards, "count": len(folder)}))
-    os.replace(tmp, out / "meta.json")
+            np.save(work / f"images_{k:05d}.npy", np.stack([im for im, _ in items]))
+            np.save(work / f"labels_{k:05d}.npy", np.array([lb for _, lb in items], dtype=np.int64))
+    (work / "meta.json").write_text(json.dumps({"classes": folder.classes, "size": size, "shards": shards,
+                                                "count": len(folder)}))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(work, out)
 
 
 class Digits(torch.utils.data.Dataset):
@@ -167,11 +180,12 @@ def main(argv=None):
     prep = sub.add_parser("prepare", help="centre-crop an ImageFolder into uint8 shards")
     prep.add_argument("--src", required=True)
     prep.add_argument("--out", required=True)
-    prep.add_argument("--size", type=int, default=256)
-    prep.add_argument("--shard-size", type=int, default=10_000)
-    prep.add_argument("--workers", type=int, default=8)
+    prep.add_argument("--size", type=POSITIVE_INT, default=256)
+    prep.add_argument("--shard-size", type=POSITIVE_INT, default=10_000)
+    prep.add_argument("--workers", type=POSITIVE_INT, default=8)
     args = p.parse_args(argv)
-    prepare(args.src, args.out, args.size, args.shard_size, args.workers)
+    with command_errors(prep):
+        prepare(args.src, args.out, args.size, args.shard_size, args.workers)
 
 
 if __name__ == "__main__":

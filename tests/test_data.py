@@ -98,3 +98,22 @@ def test_a_sixteen_bit_grey_png_is_not_white(tmp_path):
     Image.fromarray(np.full((8, 8), 20000, np.uint16)).save(tmp_path / "c" / "grey16.png")
     arr, _ = ImageFolder(tmp_path, 8)[0]
     assert abs(int(arr[0, 0, 0]) - round(20000 / 257)) <= 1
+
+
+def test_prepare_replaces_a_whole_shard_folder_and_refuses_a_foreign_one(tmp_path, capsys):
+    make_folder(tmp_path / "imgs")
+    out = tmp_path / "shards"
+    prepare(tmp_path / "imgs", out, 16, shard_size=2, workers=1)  # 3 shards of 16²
+    (tmp_path / ".shards.preparing").mkdir()  # as if an earlier prepare was killed
+    (tmp_path / ".shards.preparing" / "images_00007.npy").write_bytes(b"stale")
+    prepare(tmp_path / "imgs", out, 8, shard_size=4, workers=1)  # 2 shards of 8²: nothing of the first run left
+    assert sorted(p.name for p in out.iterdir()) == ["images_00000.npy", "images_00001.npy", "labels_00000.npy",
+                                                     "labels_00001.npy", "meta.json"]
+    assert len(open_dataset(str(out), 8)) == 6 and not (tmp_path / ".shards.preparing").exists()
+    assert "discarding the unfinished prepare" in capsys.readouterr().out
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="is not a dip shard folder"):
+        prepare(tmp_path / "imgs", foreign, 8)
+    assert (foreign / "notes.txt").read_text() == "keep me"
