@@ -39,10 +39,16 @@ def _npy_header(member) -> tuple:
     return shape, dtype
 
 
+NPZ_DAMAGE = (zipfile.BadZipFile, EOFError, OSError, ValueError)  # what a truncated/corrupt archive raises
+
+
 def npz_keys(path) -> list:
-    """Array names of an .npz (no data read)."""
-    with zipfile.ZipFile(path) as archive:
-        return [n[:-4] for n in archive.namelist() if n.endswith(".npy")]
+    """Array names of an .npz (no data read); a file that is not a readable zip archive is named."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return [n[:-4] for n in archive.namelist() if n.endswith(".npy")]
+    except NPZ_DAMAGE as err:
+        raise ValueError(f"{path} is not a readable .npz (a zip archive of .npy arrays): {err}") from None
 
 
 def npz_images(path, limit: int | None = None) -> ImageStream:
@@ -50,8 +56,11 @@ def npz_images(path, limit: int | None = None) -> ImageStream:
     path = Path(path)
     if "arr_0" not in npz_keys(path):
         raise ValueError(f"{path} has no arr_0 (expected the ADM layout: uint8 images (N, H, W, 3) in arr_0)")
-    with zipfile.ZipFile(path) as archive, archive.open("arr_0.npy") as member:
-        shape, dtype = _npy_header(member)
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open("arr_0.npy") as member:
+            shape, dtype = _npy_header(member)
+    except NPZ_DAMAGE as err:
+        raise ValueError(f"{path}: arr_0 is damaged ({err})") from None
     if len(shape) != 4 or shape[-1] != 3 or dtype != np.uint8:
         raise ValueError(f"{path}: arr_0 must be uint8 (N, H, W, 3), got {dtype} {shape}")
     if shape[1] != shape[2]:
@@ -64,7 +73,11 @@ def npz_images(path, limit: int | None = None) -> ImageStream:
             _npy_header(member)
             for start in range(0, count, batch):
                 n = min(batch, count - start)
-                data = np.frombuffer(bytearray(member.read(n * per_image)), dtype=np.uint8).reshape(n, *shape[1:])
+                try:  # a damaged member (bad CRC, truncated data) is named with its file
+                    raw = member.read(n * per_image)
+                    data = np.frombuffer(bytearray(raw), dtype=np.uint8).reshape(n, *shape[1:])
+                except NPZ_DAMAGE as err:
+                    raise ValueError(f"{path}: arr_0 is damaged at image {start} ({err})") from None
                 yield _to_chw(data, str(path))
 
     return ImageStream(count, shape[1], batches, f"{path} (arr_0, {count} images)")

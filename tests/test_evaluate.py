@@ -156,3 +156,20 @@ def test_statistics_of_another_protocol_are_refused(tmp_path):
     with pytest.raises(ValueError, match="come from another-net"):
         check_protocol({"image_size": 64}, {**ref, "network": "another-net"})
     check_protocol({"image_size": 32}, {k: v for k, v in ref.items() if k not in ("image_size", "network")})  # ADM
+
+
+def test_damaged_npz_files_are_named(tmp_path):
+    from dip.image_sources import npz_images
+
+    good = tmp_path / "good.npz"
+    np.savez(good, np.zeros((4, 8, 8, 3), dtype=np.uint8))
+    (tmp_path / "text.npz").write_text("not a zip")
+    (tmp_path / "cut.npz").write_bytes(good.read_bytes()[:300])
+    for name in ("text.npz", "cut.npz"):
+        with pytest.raises(ValueError, match=f"{name}"):
+            next(npz_images(tmp_path / name).batches(2))
+    flipped = bytearray(good.read_bytes())
+    flipped[200] ^= 0xFF  # inside arr_0's image bytes: the zip CRC no longer matches
+    (tmp_path / "crc.npz").write_bytes(bytes(flipped))
+    with pytest.raises(ValueError, match="crc.npz"):
+        list(npz_images(tmp_path / "crc.npz").batches(4))
