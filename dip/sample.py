@@ -45,7 +45,12 @@ def load_model(ckpt: str, model_name: str | None, which: str, kernels: str | Non
     else:
         model_name, image_size, options = model_name or "DiP-XL/16", None, {}
     state, source = weights_of(obj, which)
-    classes = state["y_embedder.embedding_table.weight"].shape[0] - 1
+    table = state.get("y_embedder.embedding_table.weight")
+    if table is None:
+        some = ", ".join(list(state)[:4]) or "none"
+        raise ValueError(f"{ckpt} ({source}) has no y_embedder.embedding_table.weight: not DiP weights (its first "
+                         f"keys: {some})")
+    classes = table.shape[0] - 1
     model = create_model(model_name, num_classes=classes, kernels=kernels,
                          **({"image_size": image_size} if image_size else {}), **options)
     check_weights(state, model, ckpt)

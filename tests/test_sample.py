@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from dip import create_model
 from dip.checkpoint import save_weights
@@ -64,3 +65,11 @@ def test_plain_weights_file_with_a_preset(tmp_path, capsys):
     with pytest.raises(SystemExit):
         sample(["--ckpt", str(tmp_path / "w.safetensors"), "--model", "DiP-S/16", "--out", str(tmp_path / "x")])
     assert "dip-sample: error: " in (err := capsys.readouterr().err) and "does not fit preset" in err
+
+
+def test_weights_without_dip_keys_are_named(tmp_path, capsys):
+    save_weights(tmp_path / "other.safetensors", {"encoder.weight": torch.zeros(2, 2)})
+    with pytest.raises(SystemExit):
+        sample(["--ckpt", str(tmp_path / "other.safetensors"), "--out", str(tmp_path / "s")])
+    assert "has no y_embedder.embedding_table.weight: not DiP weights (its first keys: encoder.weight)" in \
+        capsys.readouterr().err
