@@ -59,8 +59,31 @@ class ImageFolder(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         path, label = self.items[i]
-        with Image.open(path) as image:
-            return center_crop(image, self.size), label
+        try:
+            with Image.open(path) as image:
+                return center_crop(image, self.size), label
+        except (OSError, ValueError, Image.DecompressionBombError) as err:  # truncated, fake or undecodable
+            raise ValueError(f"cannot read image {path}: {err}") from None
+
+    def check(self, skip_bad: bool = False) -> list:
+        """Read every file's header (Pillow ``verify``) before training: a bad file is an error naming it, or with
+        ``skip_bad`` is dropped from the dataset; returns the bad files."""
+        from tqdm import tqdm
+
+        bad = []
+        for path, _ in tqdm(self.items, desc="checking images", unit="file", leave=False):
+            try:
+                with Image.open(path) as image:
+                    image.verify()
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+                if not skip_bad:
+                    raise ValueError(f"cannot read image {path}: {err} (pass --bad-images skip to leave such files "
+                                     f"out)") from None
+                bad.append(path)
+        self.items = [item for item in self.items if item[0] not in set(bad)]
+        if not self.items:
+            raise ValueError("every image of the dataset is unreadable")
+        return bad
 
 
 class Shards(torch.utils.data.Dataset):

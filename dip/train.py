@@ -52,6 +52,8 @@ def parser() -> argparse.ArgumentParser:
     a("--data", default="digits", help="'digits' (embedded, no download), a shard folder, or an ImageFolder")
     a("--out", default="runs/dip", help="run folder: checkpoints/, samples/, stats.jsonl, tensorboard/")
     a("--image-size", type=POSITIVE_INT, help="default: the recipe's")
+    a("--bad-images", choices=["error", "skip"], default="error", help="an unreadable image file in --data: stop "
+                                                                      "naming it (default) or leave it out")
     a("--unconditional", action="store_true", help="ignore the labels: a model without classes (num_classes 0)")
     a("--head", choices=["detailer", "dit"], help="output head (default: the preset's): the Patch Detailer Head or "
                                                   "the paper's DiT-only baseline")
@@ -180,7 +182,21 @@ class Trainer:
         if self.lock is not None:  # no write is in flight: what an interrupted atomic write left is garbage
             for stale in remove_stale_temporaries(self.out) + remove_stale_temporaries(self.out / "checkpoints"):
                 print(f"removed {stale} (left by an interrupted write)")
+        try:
+            self._build(cfg)
+        except BaseException:  # a set-up error must not leave the run folder locked for the rest of the process
+            if self.lock is not None:
+                self.lock.release()
+            raise
+
+    def _build(self, cfg: dict) -> None:
+        """Data, model, optimizer, EMA and loggers of the run (the folder is locked and probed by now)."""
         self.data = open_dataset(cfg["data"], cfg["image_size"])
+        if hasattr(self.data, "check"):  # image files: headers read before any step (every rank: the same dataset)
+            bad = self.data.check(skip_bad=cfg["bad_images"] == "skip")
+            if bad and self.rank == 0:
+                print(f"left out {len(bad)} unreadable image(s): {', '.join(map(str, bad[:5]))}"
+                      f"{' …' if len(bad) > 5 else ''}")
         self.num_classes = 0 if cfg["unconditional"] else len(self.data.classes)
         per_step = cfg["batch"] // (self.world * cfg["accum"])
         if per_step * self.world * cfg["accum"] != cfg["batch"]:

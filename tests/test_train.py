@@ -344,3 +344,17 @@ def test_a_checkpoint_with_damaged_tensor_bytes_is_passed_over(tmp_path, capsys)
     run(tmp_path / "damaged", "--steps", "6", "--ckpt-every", "3")  # resumes from step 3 and redoes 4…6
     assert "does not match its checksum" in capsys.readouterr().out
     same_state(newest(tmp_path / "straight")["model"], newest(tmp_path / "damaged")["model"])
+
+
+def test_unreadable_images_are_named_before_training_or_skipped(tmp_path, capsys):
+    data = class_folder(tmp_path / "data", classes=2)
+    (data / "class1" / "fake.png").write_bytes(b"not a png at all")
+    good = next((data / "class0").iterdir())
+    (data / "class0" / "cut.png").write_bytes(good.read_bytes()[:40])
+    with pytest.raises(SystemExit):
+        run(tmp_path / "run", "--data", str(data), "--steps", "1")
+    err = capsys.readouterr().err
+    assert "cannot read image" in err and ("fake.png" in err or "cut.png" in err) and "--bad-images skip" in err
+    assert not (tmp_path / "run" / "checkpoints").exists()  # named before any step
+    summary = run(tmp_path / "run", "--data", str(data), "--steps", "1", "--bad-images", "skip")
+    assert summary["steps"] == 1 and "left out 2 unreadable image(s)" in capsys.readouterr().out
