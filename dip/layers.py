@@ -41,10 +41,8 @@ class TimestepEmbedder(nn.Module):
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         """t (B,) → (B, D)."""
         args = t.float()[:, None] * self.freqs[None]  # (B, half), fp32
-        features = torch.cat([args.cos(), args.sin()], dim=-1)  # fp32; the MLP's dtype when the model was cast
-        if not torch.is_autocast_enabled(t.device.type):
-            features = features.to(self.mlp[0].weight.dtype)
-        return self.mlp(features)
+        features = torch.cat([args.cos(), args.sin()], dim=-1)  # fp32 (a no-op cast unless the model was cast)
+        return self.mlp(features.to(self.mlp[0].weight.dtype))
 
 
 class LabelEmbedder(nn.Module):

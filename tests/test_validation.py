@@ -106,3 +106,10 @@ def test_a_model_cast_to_half_precision_runs(dtype):
     x, t, y = model_inputs(model)
     out = model(x.to(dtype), t, y)
     assert out.dtype == dtype and torch.isfinite(out.float()).all()
+
+
+def test_a_meta_device_model_runs_with_checks_on():
+    with torch.device("meta"):
+        model = tiny_model()
+        x, t, y = torch.randn(2, 3, 32, 32), torch.rand(2), torch.tensor([1, 2])
+    assert model.check_inputs and model(x, t, y).shape == (2, 3, 32, 32)  # shapes only: meta tensors hold no values
