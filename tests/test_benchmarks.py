@@ -108,3 +108,28 @@ def test_derive_preferences_picks_the_fastest_backend_measured_everywhere(tmp_pa
     (tmp_path / "cpu.json").write_text(json.dumps({"environment": {"arch": None}, "rows": []}))
     with pytest.raises(ValueError, match="one CUDA architecture"):
         derive_preferences.main([str(tmp_path / "cpu.json"), "--out", str(out)])
+
+
+def test_denoise_profile_measures_each_noise_level():
+    import denoise_profile
+
+    pytest.importorskip("sklearn")
+    model = create_model("DiP-T/8").eval()
+    x, y = denoise_profile.real_digits(32, every=200)
+    rows = denoise_profile.profile(model, x, y, times=(0.5, 0.99))
+    assert [r["t"] for r in rows] == [0.5, 0.99]
+    assert all(r["x_hat_rmse"] > 0 and r["x_hat_hf_ratio"] > 0 and r["v_rmse"] > 0 for r in rows)
+    assert rows[1]["x_hat_rmse"] < rows[0]["x_hat_rmse"]  # an untrained model: x̂ ≈ x_t, closer at low noise
+
+
+def test_ablation_rows_and_table():
+    import ablate_demo
+
+    assert ablate_demo.parse_row("width-64")[1][0] == ("--head-width", "64")
+    assert ablate_demo.parse_row("mine=--head-width 32 --lr-decay 0.3") == \
+        ("mine", (("--head-width", "32", "--lr-decay", "0.3"), {}, "ema"))
+    with pytest.raises(ValueError, match="unknown row"):
+        ablate_demo.parse_row("nonsense")
+    row = {"change": "x", "accuracy": 0.99, "fid": 12.3, "precision": 0.5, "recall": 0.4, "hf_ratio": 1.1,
+           "seam": 0.01, "seam_real": 0.02}
+    assert "| r | x | 99.0% | 12.3 | 0.50 | 0.40 | 1.10 | 0.010 (0.020) |" in ablate_demo.table({"r": row})
