@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+import types
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,16 +52,28 @@ class _Inert(dict):
         self.setdefault("_items", []).extend(items)
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
+class _RestrictedUnpickler(pickle._Unpickler):  # the Python implementation: its opcode table can be amended
     """Resolves only the globals of torch's weights-only allowlist; every other class or function the file names
     (Lightning's ``AttributeDict``, ``functools.partial`` …) becomes an inert ``_Inert`` subclass, so nothing from
-    the file is executed and no foreign package is imported."""
+    the file is executed and no foreign package is imported. BUILD (setting state) applies only to objects this
+    load created: never to a class, function or module, which would change it for the whole process."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)
 
     def find_class(self, module, name):
         from torch._weights_only_unpickler import _get_allowed_globals
 
         allowed = _get_allowed_globals().get(f"{module}.{name}")
         return allowed if allowed is not None else type(f"{module}.{name}", (_Inert,), {})
+
+    def load_build(self):
+        target = self.stack[-2]
+        if isinstance(target, (type, types.FunctionType, types.BuiltinFunctionType, types.ModuleType)):
+            raise pickle.UnpicklingError(f"refusing to set state on {getattr(target, '__name__', target)!r}: a "
+                                         f"checkpoint may only fill in objects it creates")
+        super().load_build()
+
+    dispatch[pickle.BUILD[0]] = load_build
 
 
 class _restricted_pickle:  # the ``pickle_module`` interface torch.load expects

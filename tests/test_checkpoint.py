@@ -189,3 +189,18 @@ def test_load_weights_reads_dip_training_checkpoints(tmp_path):
     saved = torch.load(ckpt, weights_only=True)["ema"]
     assert "dip.train checkpoint (ema weights)" in report.source
     assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
+
+
+def test_a_trusted_file_still_cannot_set_state_on_allowlisted_classes():
+    import collections
+    import io
+    import pickle
+
+    from dip.checkpoint import _RestrictedUnpickler
+
+    # GLOBAL collections.Counter, then BUILD with (None, {"pwned": 1}): pickle's slot-state path would setattr the
+    # class itself, for the whole process
+    payload = b"ccollections\nCounter\nN}(Vpwned\nI1\nu\x86b."
+    with pytest.raises(pickle.UnpicklingError, match="refusing to set state on 'Counter'"):
+        _RestrictedUnpickler(io.BytesIO(payload)).load()
+    assert not hasattr(collections.Counter, "pwned")
