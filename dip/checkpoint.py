@@ -246,23 +246,23 @@ def atomic_write(path: Path, write) -> None:
             os.unlink(tmp)
 
 
-def _tensors(obj, prefix: str = ""):
+def tensors_of(obj, prefix: str = ""):
     """(dotted key, tensor) of every tensor nested in dicts and lists, in a fixed order."""
     if isinstance(obj, torch.Tensor):
         yield prefix, obj
     elif isinstance(obj, dict):
         for k in sorted(obj, key=str):
-            yield from _tensors(obj[k], f"{prefix}.{k}" if prefix else str(k))
+            yield from tensors_of(obj[k], f"{prefix}.{k}" if prefix else str(k))
     elif isinstance(obj, (list, tuple)):
         for i, v in enumerate(obj):
-            yield from _tensors(v, f"{prefix}.{i}")
+            yield from tensors_of(v, f"{prefix}.{i}")
 
 
 def tensor_checksums(state: dict) -> dict:
     """CRC-32 of every tensor's bytes in a checkpoint dict (nested), keyed by its dotted path: stored in dip's
     checkpoints and verified on load, so flipped bytes are caught even where the file still unpickles."""
     return {key: zlib.crc32(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()) if t.numel() else 0
-            for key, t in _tensors(state)}
+            for key, t in tensors_of(state)}
 
 
 def verify_checksums(state: dict, path) -> None:

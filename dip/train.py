@@ -30,7 +30,7 @@ from tqdm import tqdm
 from dip_kernels import BACKENDS
 
 from .checkpoint import (adapt_label_table, atomic_write, check_weights, read_file, remove_stale_temporaries,
-                         tensor_checksums, verify_checksums, weights_of)
+                         tensor_checksums, tensors_of, verify_checksums, weights_of)
 from .cli_types import (NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT, command_errors, number,
                         writable_folder)
 from .data import load_batch, open_dataset, sample_indices
@@ -373,7 +373,12 @@ class Trainer:
                          "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []}}
         state["checksums"] = tensor_checksums(state)  # verified on resume: a damaged file is passed over
         path = self.out / "checkpoints" / f"step_{self.step:08d}.pt"
-        atomic_write(path, lambda tmp: torch.save(state, tmp))
+        try:
+            atomic_write(path, lambda tmp: torch.save(state, tmp))
+        except OSError as err:  # e.g. a full disk: the older checkpoints are untouched (the write was atomic)
+            need = sum(t.numel() * t.element_size() for _, t in tensors_of(state))
+            raise OSError(err.errno, f"could not write {path} (about {need / 2**30:.2f} GiB needed; the older "
+                                     f"checkpoints are intact): {err.strerror or err}") from None
         for old in checkpoint_paths(self.out)[self.cfg["keep"]:]:
             old.unlink()
 

@@ -358,3 +358,19 @@ def test_unreadable_images_are_named_before_training_or_skipped(tmp_path, capsys
     assert not (tmp_path / "run" / "checkpoints").exists()  # named before any step
     summary = run(tmp_path / "run", "--data", str(data), "--steps", "1", "--bad-images", "skip")
     assert summary["steps"] == 1 and "left out 2 unreadable image(s)" in capsys.readouterr().out
+
+
+def test_a_failed_checkpoint_write_says_what_it_needed_and_keeps_the_older_ones(tmp_path, monkeypatch):
+    import errno
+
+    run(tmp_path, "--steps", "3", "--ckpt-every", "3")
+    before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match=r"could not write .*step_00000006.pt \(about .* GiB needed; the older "
+                                      r"checkpoints are intact\): No space left on device"):
+        run(tmp_path, "--steps", "6", "--ckpt-every", "3")
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before  # no torn file, no .tmp left
