@@ -2,7 +2,8 @@
 
 ``create_model("DiP-XL/16", **overrides)`` builds a preset; ``PRESETS`` doubles as the CLI choices.
 Paper presets carry the paper's recipe (§6, §7); DiP-T/8 carries the CPU-demo recipe measured on a 2-core CPU
-(lr 2e-3, EMA 0.999 with warm-up: the paper's lr 1e-4 / EMA 0.9999 stay at chance in a CPU-sized budget).
+(lr 2e-3, EMA 0.999 with warm-up: the paper's lr 1e-4 / EMA 0.9999 stay at chance in a CPU-sized budget; t ~
+logit-normal(0, 1.6²), chosen by the ablation in docs/model.md §8).
 """
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ PRESETS = {
     "DiP-T/8": Preset(
         dict(depth=4, hidden_size=128, num_heads=2, patch_size=8, image_size=32, num_classes=10, head_base_width=16),
         Recipe(image_size=32, num_classes=10, global_batch=64, lr=2e-3, ema_decay=0.999, ema_warmup=True,
+               t_std=1.6,  # wider t: more steps at low noise, where the grain is left (README ablation, docs §8)
                train_steps=2800, seconds_per_step=0.144,  # ≈ 7 minutes on an idle 2-core CPU
                repa_block=2, sample_steps=30, cfg_scale=3.0, guidance_interval=(0.0, 1.0))),
     "DiP-S/16": _paper(12, 384, 6),

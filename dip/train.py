@@ -442,7 +442,7 @@ class Trainer:
     def ema_model(self):
         """A copy of the model carrying the EMA weights (on rank 0's device)."""
         model = create_model(self.cfg["model"], image_size=self.cfg["image_size"], num_classes=self.num_classes,
-                             kernels=self.cfg["kernels"]).to(self.device).eval()
+                             kernels=self.cfg["kernels"], **run_model_options(self.cfg)).to(self.device).eval()
         model.load_state_dict(self.ema.state_dict())
         return model
 

@@ -277,7 +277,7 @@ def test_lr_decay_needs_a_step_count(capsys):
 def test_head_options_are_saved_and_rebuilt_by_the_samplers(tmp_path, flags, check):
     from dip.sample import load_model
 
-    run(tmp_path, "--steps", "1", *flags)
+    run(tmp_path, "--steps", "1", "--final-samples", "1", *flags)  # the EMA sample grid uses the same architecture
     model = load_model(str(sorted((tmp_path / "checkpoints").glob("*.pt"))[-1]), None, "ema", "torch", "cpu")
     assert check(model)
 
