@@ -374,3 +374,15 @@ def test_a_failed_checkpoint_write_says_what_it_needed_and_keeps_the_older_ones(
                                       r"checkpoints are intact\): No space left on device"):
         run(tmp_path, "--steps", "6", "--ckpt-every", "3")
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before  # no torn file, no .tmp left
+
+
+def test_too_little_disk_for_two_checkpoints_is_named_before_training(tmp_path, monkeypatch, capsys):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(SystemExit):
+        run(tmp_path, "--steps", "1")
+    assert "GiB free, the run needs about" in capsys.readouterr().err
+    assert not (tmp_path / "checkpoints").exists()
