@@ -2,8 +2,8 @@
 measure each one's samples against the real digits (docs/model.md §8).
 
 Each training row is the user's own command, ``python -m dip.train --steps N --seed S …`` with one change (head
-width, DiT-only head, lr decay, EMA decay, the t distribution); sampling rows reuse a trained model with one change to the sampler
-(steps, solver, guidance interval or scale, raw weights instead of EMA). Every row draws the same 500
+width, DiT-only head, lr decay, EMA decay, the t distribution); sampling rows reuse a trained model with one change
+to the sampler (steps, solver, guidance interval or scale, raw weights instead of EMA). Every row draws the same 500
 class-balanced samples (per-sample seeds) and reports the digit accuracy of the demo's classifier, FID, precision,
 recall, the high-frequency energy ratio and the seam score against all 1,797 real digits, plus the real digits'
 own seam score. Finished runs are reused (``--resume auto``), so an interrupted ablation continues.

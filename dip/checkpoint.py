@@ -103,6 +103,11 @@ def _torch_load(path: Path, trust: bool):
     return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_restricted_pickle)
 
 
+def trusted_by_name(trusted_file: str | None, path) -> bool:
+    """Whether the file the user trusted by name (``--trust-pickle FILE``) is ``path``: trust is given per file."""
+    return trusted_file is not None and Path(trusted_file).resolve() == Path(path).resolve()
+
+
 def read_file(path, trust: bool = False) -> dict:
     """The dict stored in ``path`` (a ``.safetensors`` file or a ``torch.save`` file), on the CPU; ``trust`` allows
     a file weights-only loading refuses (module doc)."""

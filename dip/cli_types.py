@@ -1,7 +1,8 @@
 """Argument types for the command lines: every numeric option is checked against its domain when parsed, so a
 mistake ends the command at once with argparse's one-line error naming the option (``dip-train: error: argument
---ema-decay: must be in [0, 1), got 1.5``) instead of running with a silently wrong value; the commands' other user errors (bad files, unwritable folders)
-end the same way (``command_errors``), and output folders are probed before work is spent (``writable_folder``)."""
+--ema-decay: must be in [0, 1), got 1.5``) instead of running with a silently wrong value; the commands' other
+user errors (bad files, unwritable folders) end the same way (``command_errors``), and output folders are probed
+before work is spent (``writable_folder``, ``require_free_space``)."""
 from __future__ import annotations
 
 import argparse
@@ -64,9 +65,9 @@ def command_errors(parser: argparse.ArgumentParser):
         parser.error(str(err))
 
 
-def writable_folder(path, option: str, needed_bytes: int = 0) -> Path:
-    """``path`` as an existing folder this process can write (created if missing), with ``needed_bytes`` free: checked
-    by writing a probe file before any work is spent; a ``ValueError`` names the option and what is wrong."""
+def writable_folder(path, option: str) -> Path:
+    """``path`` as an existing folder this process can write (created if missing), checked by writing a probe file
+    before any work is spent; a ``ValueError`` names the option and what is wrong."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"{option} {path} is a file; expected a folder")
@@ -76,8 +77,12 @@ def writable_folder(path, option: str, needed_bytes: int = 0) -> Path:
             pass
     except OSError as err:
         raise ValueError(f"{option} {path} is not writable: {err.strerror or err}") from None
+    return path
+
+
+def require_free_space(path, option: str, needed_bytes: int) -> None:
+    """A ``ValueError`` naming the option when the disk holding ``path`` has less than ``needed_bytes`` free."""
     free = shutil.disk_usage(path).free
     if free < needed_bytes:
         raise ValueError(f"{option} {path}: {free / 2**30:.1f} GiB free, the run needs about "
                          f"{needed_bytes / 2**30:.1f} GiB (two checkpoints during rotation)")
-    return path

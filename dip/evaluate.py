@@ -28,14 +28,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .checkpoint import atomic_write
+from .checkpoint import atomic_write, trusted_by_name
 from .cli_types import command_errors, writable_folder
 from .diagnostics import plot_spectra, radial_spectrum, seam_from_terms, seam_terms, spectrum_ratio
 from .image_sources import ImageStream, npz_keys, open_images
 from .inception import InceptionFeatures
 from .metrics import NEIGHBOURS, RunningMoments, frechet_distance, inception_score, precision_recall
 from .distributed import init_distributed
-from .sample import SamplingSettings, add_sampling_args, generate, load_model, settings_from_args, trusts
+from .sample import SamplingSettings, add_sampling_args, generate, load_model, settings_from_args
 
 ADM_STATS = ("mu", "sigma", "mu_s", "sigma_s")
 NETWORK = "inception-2015-12-05 (TF1 bilinear resize to 299, pool3 + mixed_6/conv[:7])"  # the features' protocol
@@ -266,7 +266,8 @@ def _generated_streams(args, device):
     """[(label, settings or None, ImageStream)] and the patch size: one per sweep setting for a checkpoint."""
     path = Path(args.samples)
     if path.is_file() and path.suffix != ".npz":
-        model = load_model(str(path), args.model, args.which, args.kernels, device, trusts(args, path))
+        model = load_model(str(path), args.model, args.which, args.kernels, device,
+                           trusted_by_name(args.trust_pickle, path))
         base = settings_from_args(args, model, device)
         streams = []
         for s in sweep_settings(base, args.sweep):

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from dip_kernels import BACKENDS
 
-from .checkpoint import check_weights, is_training_checkpoint, read_file, weights_of
+from .checkpoint import check_weights, is_training_checkpoint, read_file, trusted_by_name, weights_of
 from .cli_types import NON_NEGATIVE, POSITIVE, POSITIVE_INT, UNIT, Interval, command_errors, writable_folder
 from .diffusion import INTERVAL_RULES, sample, to_uint8
 from .distributed import init_distributed
@@ -59,11 +59,6 @@ def load_model(ckpt: str, model_name: str | None, which: str, kernels: str | Non
     except RuntimeError as err:
         raise ValueError(f"{ckpt} ({source}) does not fit preset {model_name} (pass --model): {err}") from None
     return model.to(device).eval()
-
-
-def trusts(args, path) -> bool:
-    """Whether ``--trust-pickle`` names ``path`` (the trust is given per file, by name)."""
-    return args.trust_pickle is not None and Path(args.trust_pickle).resolve() == Path(path).resolve()
 
 
 def sample_noise(seed: int, indices: list, shape: tuple) -> torch.Tensor:
@@ -199,7 +194,8 @@ def run_sampling(args) -> Path:
     rank, world, device = init_distributed(args.device)
     if rank == 0:
         writable_folder(args.out, "--out")
-    model = load_model(args.ckpt, args.model, args.which, args.kernels, device, trusts(args, args.ckpt))
+    model = load_model(args.ckpt, args.model, args.which, args.kernels, device,
+                       trusted_by_name(args.trust_pickle, args.ckpt))
     model.check_inputs = False
     K = model.num_classes
     settings = settings_from_args(args, model, device)

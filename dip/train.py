@@ -30,9 +30,10 @@ from tqdm import tqdm
 from dip_kernels import BACKENDS
 
 from .checkpoint import (adapt_label_table, atomic_write, check_weights, read_file, remove_stale_temporaries,
-                         tensor_checksums, tensors_of, verify_checksums, weights_of)
+                         tensor_checksums, tensors_of, trusted_by_name, verify_checksums,
+                         weights_of)
 from .cli_types import (NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT, command_errors, number,
-                        writable_folder)
+                        require_free_space, writable_folder)
 from .data import load_batch, open_dataset, sample_indices
 from .diffusion import flow_loss, interpolate, logit_normal_t, sample
 from .distributed import init_distributed
@@ -60,8 +61,8 @@ def parser() -> argparse.ArgumentParser:
     a("--head-width", type=POSITIVE_INT, help="Detailer width of the first stage (default: the preset's)")
     a("--batch", type=POSITIVE_INT, help="global batch (all ranks, all accumulation steps); default: the recipe's")
     a("--accum", type=POSITIVE_INT, default=1, help="gradient-accumulation steps per optimizer step")
-    a("--steps", type=POSITIVE_INT, default=None, help="optimizer steps (default: the recipe's; DiP-T/8: 2,800, about 7 "
-                                               "minutes on an idle 2-core CPU)")
+    a("--steps", type=POSITIVE_INT, default=None,
+      help="optimizer steps (default: the recipe's; DiP-T/8: 2,800, about 7 minutes on an idle 2-core CPU)")
     a("--minutes", type=POSITIVE, default=None, help="opt-in wall-time budget (stops early; the result then depends "
                                                    "on the machine's speed)")
     a("--lr", type=POSITIVE)
@@ -92,7 +93,8 @@ def parser() -> argparse.ArgumentParser:
                                                            "besides tensors (e.g. the authors' Lightning checkpoint)")
     a("--init-from", default=None, help="fine-tune: start from these weights (EMA of a dip.train checkpoint, or a "
                                         "weights file); a different class count keeps the source's null row")
-    a("--eval-every", type=NON_NEGATIVE_INT, default=0, help="steps between FID/sFID/precision/recall of the EMA model (0: off)")
+    a("--eval-every", type=NON_NEGATIVE_INT, default=0,
+      help="steps between FID/sFID/precision/recall of the EMA model (0: off)")
     a("--eval-ref", default=None, help="reference for --eval-every: a dataset spec, an image .npz or a stats .npz")
     a("--eval-samples", type=POSITIVE_INT, default=1000, help="samples per evaluation (class-balanced, fixed seeds)")
     a("--inception-logits", default=None, help="pt_inception weights: adds the Inception Score to evaluations")
@@ -112,8 +114,8 @@ def resolve(args: argparse.Namespace) -> dict:
     r = recipe(args.model)
     cfg = {k.replace("-", "_"): v for k, v in vars(args).items()}
     defaults = {"image_size": r.image_size, "batch": r.global_batch, "lr": r.lr, "weight_decay": r.weight_decay,
-                "lr_decay": r.lr_decay, "t_mean": r.t_mean, "t_std": r.t_std, "ema_decay": r.ema_decay, "label_dropout": r.label_dropout, "repa_weight": r.repa_weight,
-                "repa_block": r.repa_block,
+                "lr_decay": r.lr_decay, "t_mean": r.t_mean, "t_std": r.t_std, "ema_decay": r.ema_decay,
+                "label_dropout": r.label_dropout, "repa_weight": r.repa_weight, "repa_block": r.repa_block,
                 "precision": "bf16" if torch.cuda.is_available() and args.device != "cpu" else "fp32",
                 "steps": None if args.minutes is not None else r.train_steps}
     for k, v in defaults.items():
@@ -221,7 +223,7 @@ class Trainer:
                                      **fused)
         self.ema = EMA(self.model, cfg["ema_decay"], r["ema_warmup"])
         if self.rank == 0:  # model, EMA and AdamW's two moments in fp32, twice (the newest and the one being written)
-            writable_folder(self.out, "--out", 2 * 4 * 4 * sum(p.numel() for p in self.model.parameters()))
+            require_free_space(self.out, "--out", 2 * 4 * 4 * sum(p.numel() for p in self.model.parameters()))
         self.step, self.skipped, self.resumed_from = 0, 0, None
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if cfg["precision"] == "bf16" \
             else nullcontext()
@@ -234,8 +236,7 @@ class Trainer:
         classes (``adapt_label_table``)."""
         if not Path(path).is_file():
             raise FileNotFoundError(f"--init-from weights not found: {path}")
-        trusted = self.cfg["trust_pickle"] is not None and Path(self.cfg["trust_pickle"]).resolve() == Path(path).resolve()
-        state, source = weights_of(read_file(path, trusted), "ema")
+        state, source = weights_of(read_file(path, trusted_by_name(self.cfg["trust_pickle"], path)), "ema")
         check_weights(state, model, path)
         try:
             model.load_state_dict(adapt_label_table(state, model))
@@ -292,7 +293,6 @@ class Trainer:
         g = torch.arange(start, start + self.micro)
         x, y = load_batch(self.data, sample_indices(self.cfg["seed"], len(self.data), start, self.micro))
         noise, n, u = per_sample_draws(self.cfg["seed"], g, tuple(x.shape[1:]), self.device)  # drawn where used
-        r = self.cfg["recipe"]
         y = y.to(self.device) if self.num_classes else torch.zeros_like(y, device=self.device)  # 0 = the null row
         y = torch.where(u < self.cfg["label_dropout"], torch.full_like(y, self.num_classes), y)
         return x.to(self.device), y, logit_normal_t(n, self.cfg["t_mean"], self.cfg["t_std"]), noise
