@@ -22,9 +22,20 @@ Model = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 # ---------------------------------------------------------------------------------------------------- training
-def logit_normal_t(noise: torch.Tensor, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
-    """t = sigmoid(mean + std·n) from standard normal draws n (§6: logit-normal(0, 1))."""
-    return torch.sigmoid(mean + std * noise)
+def logit_normal_t(noise: torch.Tensor, mean: float = 0.0, std: float = 1.0, *, mix: tuple = (0.0, 0.0, 1.0),
+                   pick: torch.Tensor | None = None) -> torch.Tensor:
+    """t = sigmoid(mean + std·n) from standard normal draws n (§6: logit-normal(0, 1)).
+
+    ``mix = (fraction, mean₂, std₂)`` with uniform draws ``pick`` (same shape as n): the samples with pick < fraction
+    use the second component sigmoid(mean₂ + std₂·n) instead — a two-part mixture that can train one end of the
+    noise range more without starving the other (docs/model.md §8)."""
+    t = torch.sigmoid(mean + std * noise)
+    fraction, mean2, std2 = mix
+    if fraction <= 0:
+        return t
+    if pick is None:
+        raise ValueError("a mixture of t distributions needs the uniform draws `pick`")
+    return torch.where(pick < fraction, torch.sigmoid(mean2 + std2 * noise), t)
 
 
 def interpolate(x: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,7 @@ class Recipe:
     label_dropout: float = 0.1       # labels replaced by the null class
     t_mean: float = 0.0              # logit-normal t: sigmoid(N(t_mean, t_std²))
     t_std: float = 1.0
+    t_mix: tuple = (0.0, 0.0, 1.0)   # (fraction, mean, std): that fraction of t from a second logit-normal
     grad_clip: float | None = None
     repa_weight: float = 0.5         # REPA term, active only when an encoder is supplied
     repa_block: int = 8              # 1-indexed block whose output is projected

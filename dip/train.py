@@ -74,6 +74,8 @@ def parser() -> argparse.ArgumentParser:
     a("--t-mean", type=number(float), help="logit-normal t = sigmoid(N(mean, std²)), t = 1 data (default: the "
                                            "recipe's; > 0 trains more at low noise)")
     a("--t-std", type=POSITIVE)
+    a("--t-mix", type=number(float), nargs=3, metavar=("FRACTION", "MEAN", "STD"),
+      help="draw this fraction of t from a second logit-normal(MEAN, STD²) (default: the recipe's; 0: none)")
     a("--grad-clip", type=POSITIVE, help="clip the global gradient norm (default: none, as the paper)")
     a("--seed", type=int, default=0)
     a("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when present")
@@ -114,13 +116,16 @@ def resolve(args: argparse.Namespace) -> dict:
     r = recipe(args.model)
     cfg = {k.replace("-", "_"): v for k, v in vars(args).items()}
     defaults = {"image_size": r.image_size, "batch": r.global_batch, "lr": r.lr, "weight_decay": r.weight_decay,
-                "lr_decay": r.lr_decay, "t_mean": r.t_mean, "t_std": r.t_std, "ema_decay": r.ema_decay,
-                "label_dropout": r.label_dropout, "repa_weight": r.repa_weight, "repa_block": r.repa_block,
+                "lr_decay": r.lr_decay, "t_mean": r.t_mean, "t_std": r.t_std, "t_mix": r.t_mix,
+                "ema_decay": r.ema_decay, "label_dropout": r.label_dropout, "repa_weight": r.repa_weight, "repa_block": r.repa_block,
                 "precision": "bf16" if torch.cuda.is_available() and args.device != "cpu" else "fp32",
                 "steps": None if args.minutes is not None else r.train_steps}
     for k, v in defaults.items():
         if cfg.get(k) is None:
             cfg[k] = v
+    fraction, _, std2 = cfg["t_mix"]
+    if not 0 <= fraction <= 1 or std2 <= 0:
+        raise ValueError(f"--t-mix needs 0 ≤ FRACTION ≤ 1 and STD > 0, got {list(cfg['t_mix'])}")
     if cfg["lr_decay"] and cfg["steps"] is None:
         raise ValueError("--lr-decay needs a fixed number of --steps (not a --minutes budget)")
     cfg["recipe"] = dataclasses.asdict(r)
@@ -129,16 +134,18 @@ def resolve(args: argparse.Namespace) -> dict:
 
 # ---------------------------------------------------------------------------------------------------- pieces
 def per_sample_draws(seed: int, indices: torch.Tensor, shape: tuple, device) -> tuple:
-    """(noise (B, *shape), logit-normal draw n (B,), dropout uniform u (B,)) for global sample ``indices``: each
-    sample's draws come from a generator seeded by (seed, its global index)."""
+    """(noise (B, *shape), logit-normal draw n (B,), dropout uniform u (B,), t-mixture uniform c (B,)) for global
+    sample ``indices``: each sample's draws come from a generator seeded by (seed, its global index), in that order
+    (a draw added later leaves the earlier ones unchanged)."""
     g = torch.Generator(device=device)
-    noise, n, u = [], [], []
+    noise, n, u, c = [], [], [], []
     for i in indices.tolist():
         g.manual_seed((seed + 1) * 0x9E3779B1 + i)
         noise.append(torch.randn(shape, generator=g, device=device))
         n.append(torch.randn(1, generator=g, device=device))
         u.append(torch.rand(1, generator=g, device=device))
-    return torch.stack(noise), torch.cat(n), torch.cat(u)
+        c.append(torch.rand(1, generator=g, device=device))
+    return torch.stack(noise), torch.cat(n), torch.cat(u), torch.cat(c)
 
 
 def checkpoint_paths(out: Path) -> list[Path]:
@@ -292,10 +299,11 @@ class Trainer:
         start = step * self.cfg["batch"] + (accum_index * self.world + self.rank) * self.micro
         g = torch.arange(start, start + self.micro)
         x, y = load_batch(self.data, sample_indices(self.cfg["seed"], len(self.data), start, self.micro))
-        noise, n, u = per_sample_draws(self.cfg["seed"], g, tuple(x.shape[1:]), self.device)  # drawn where used
+        noise, n, u, c = per_sample_draws(self.cfg["seed"], g, tuple(x.shape[1:]), self.device)  # drawn where used
         y = y.to(self.device) if self.num_classes else torch.zeros_like(y, device=self.device)  # 0 = the null row
         y = torch.where(u < self.cfg["label_dropout"], torch.full_like(y, self.num_classes), y)
-        return x.to(self.device), y, logit_normal_t(n, self.cfg["t_mean"], self.cfg["t_std"]), noise
+        t = logit_normal_t(n, self.cfg["t_mean"], self.cfg["t_std"], mix=tuple(self.cfg["t_mix"]), pick=c)
+        return x.to(self.device), y, t, noise
 
     def loss(self, x, y, t, eps):
         xt = interpolate(x, eps, t)

@@ -56,6 +56,7 @@ def test_valid_values_pass():
 
 @pytest.mark.parametrize("command,argv,message", [
     ("train", ["--out", "{file}", "--steps", "1"], "--out {file} is a file; expected a folder"),
+    ("train", ["--out", "{dir}", "--t-mix", "1.5", "1", "1"], "--t-mix needs 0 ≤ FRACTION ≤ 1 and STD > 0"),
     ("sample", ["--ckpt", "{missing}.pt", "--out", "{dir}"], "checkpoint file not found"),
     ("sample", ["--ckpt", "{npy}", "--out", "{dir}"], "is a NumPy array file, not a checkpoint"),
     ("sample", ["--ckpt", "{missing}.pt", "--out", "{file}"], "--out {file} is a file"),  # probed before anything

@@ -32,6 +32,26 @@ def test_interpolation_target_and_loss():
     assert 0 < t.min() and t.max() < 1 and abs(t.mean().item() - 0.5) < 0.01
 
 
+def test_t_mixture_draws_each_component_by_its_fraction():
+    g = torch.Generator().manual_seed(0)
+    n, pick = torch.randn(200_000, generator=g), torch.rand(200_000, generator=g)
+    base = logit_normal_t(n, 0.0, 1.6)
+    torch.testing.assert_close(logit_normal_t(n, 0.0, 1.6, mix=(0.0, 1.0, 1.0), pick=pick), base)  # off: unchanged
+    torch.testing.assert_close(logit_normal_t(n, 0.0, 1.6, mix=(1.0, 1.0, 1.0), pick=pick), logit_normal_t(n, 1.0))
+    t = logit_normal_t(n, 0.0, 1.6, mix=(0.3, 1.0, 1.0), pick=pick)
+    second = pick < 0.3
+    torch.testing.assert_close(t[second], torch.sigmoid(1.0 + n[second]))
+    torch.testing.assert_close(t[~second], base[~second])
+    # the mixture's share of draws above t = 0.9: 0.3·P(second) + 0.7·P(first), each from its logit-normal
+    share = (t > 0.9).float().mean().item()
+    normal = torch.distributions.Normal(0.0, 1.0)
+    logit = torch.tensor(0.9).logit()
+    expected = 0.3 * (1 - normal.cdf(logit - 1.0)) + 0.7 * (1 - normal.cdf(logit / 1.6))
+    assert abs(share - expected.item()) < 0.005
+    with pytest.raises(ValueError, match="pick"):
+        logit_normal_t(n, mix=(0.5, 1.0, 1.0))
+
+
 def test_time_grid_and_shift():
     torch.testing.assert_close(time_grid(4), torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0]))
     shifted = time_grid(4, shift=3.0)
