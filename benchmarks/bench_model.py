@@ -29,7 +29,7 @@ from common import environment, gemm_tflops, print_table, time_ms, write_json  #
 
 from dip import create_model  # noqa: E402
 from dip.diffusion import flow_loss, interpolate, sample  # noqa: E402
-from dip.graphed_sampler import GraphedEulerSampler, store_autocast_weights  # noqa: E402
+from dip.graphed_sampler import GraphedSampler, store_autocast_weights  # noqa: E402
 from dip.ema import EMA  # noqa: E402
 
 
@@ -115,7 +115,7 @@ def sample_row(preset, backend, compiled, batch, steps, device, amp, merged=Fals
     if graph:
         if amp is not None:
             store_autocast_weights(model, amp)
-        graphed = GraphedEulerSampler(run, batch, null_label=model.num_classes, cfg_scale=2.9, autocast=amp)
+        graphed = GraphedSampler(run, batch, null_label=model.num_classes, cfg_scale=2.9, autocast=amp)
 
     def go():
         if graph:

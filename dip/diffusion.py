@@ -1,6 +1,6 @@
 """The diffusion maths of DiP in one place (docs/model.md §6–§7): rectified flow with t = 0 noise and t = 1 data,
-velocity prediction, logit-normal t, and the Euler / Heun / Euler–Maruyama samplers with classifier-free
-guidance over a guidance interval.
+velocity prediction, logit-normal t, and the samplers (Euler, Heun, Euler–Maruyama here; the multistep methods and
+the dopri5 reference in dip/solvers.py) with classifier-free guidance over a guidance interval.
 
     x_t = t·x + (1 − t)·ε,   v = x − ε,   loss = mean ‖model(x_t, t, y) − v‖²          (§6)
     grid: t_i = i/N for i < N, t_N = 1; optional shift t ↦ t / (t + s·(1 − t))         (§7)
@@ -13,10 +13,13 @@ high = 0.4, where the float32 t_10 is 0.39999998 (docs/model.md §7).
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
+
+from .solvers import MULTISTEP_ORDERS, dopri5, interval_pieces, plan_steps, run_plan
 
 Model = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -55,17 +58,30 @@ def flow_loss(pred: torch.Tensor, x: torch.Tensor, eps: torch.Tensor) -> torch.T
 
 
 # ---------------------------------------------------------------------------------------------------- sampling
-def time_points(steps: int, shift: float = 1.0) -> list:
-    """N + 1 times i/N (i < N) then 1.0, each mapped by t / (t + shift·(1 − t)) (§7); exact Python floats, so
-    that interval decisions at, e.g., t = 0.7 follow the written bounds rather than float32 rounding."""
+SCHEDULES = ("uniform", "cosine")
+
+
+def time_points(steps: int, shift: float = 1.0, schedule: str = "uniform") -> list:
+    """N + 1 times from 0 to 1, each mapped by the authors' shift t / (t + shift·(1 − t)) (§7); exact Python floats,
+    so that interval decisions at, e.g., t = 0.7 follow the written bounds rather than float32 rounding.
+
+    ``schedule``: ``uniform`` (i/N, the paper's) or ``cosine``: (1 − cos(πi/N)) / 2, steps of O(1/N²) at both ends. The
+    multistep solvers need it to keep their order: near t = 1 a step's integrating-factor weight is O(1) instead of
+    O(Δt), so on a uniform grid the last steps cost a third-order method one order (docs/model.md §7.2)."""
     if steps < 1:
         raise ValueError(f"steps must be ≥ 1, got {steps}")
-    return [t / (t + shift * (1 - t)) for t in [i / steps for i in range(steps)] + [1.0]]
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if schedule == "uniform":
+        points = [i / steps for i in range(steps)]
+    else:
+        points = [(1 - math.cos(math.pi * i / steps)) / 2 for i in range(steps)]
+    return [t / (t + shift * (1 - t)) for t in points + [1.0]]
 
 
-def time_grid(steps: int, shift: float = 1.0, device=None) -> torch.Tensor:
+def time_grid(steps: int, shift: float = 1.0, device=None, schedule: str = "uniform") -> torch.Tensor:
     """``time_points`` as a float32 tensor."""
-    return torch.tensor(time_points(steps, shift), dtype=torch.float32, device=device)
+    return torch.tensor(time_points(steps, shift, schedule), dtype=torch.float32, device=device)
 
 
 def guided_velocity(model: Model, x: torch.Tensor, t: float, y: torch.Tensor, null_label: int, cfg_scale: float,
@@ -92,53 +108,67 @@ def in_interval(t: float, interval: tuple, inclusive_high: bool) -> bool:
 
 
 def guided_steps(steps: int, interval: tuple, *, shift: float = 1.0, inclusive_high: bool = False,
-                 rule: str = "float32") -> list:
-    """For each step i < N, whether guidance applies at t_i (§7; the rule is in the module doc)."""
+                 rule: str = "float32", schedule: str = "uniform") -> list:
+    """For each step i < N, whether guidance applies at t_i (§7; the rule is in the module doc; on the cosine schedule
+    the float32 rule rounds the exact points)."""
     if rule not in INTERVAL_RULES:
         raise ValueError(f"interval rule must be one of {INTERVAL_RULES}, got {rule!r}")
     if rule == "exact":
-        return [in_interval(t, interval, inclusive_high) for t in time_points(steps, shift)[:-1]]
+        return [in_interval(t, interval, inclusive_high) for t in time_points(steps, shift, schedule)[:-1]]
     low, high = interval
-    t = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float32)
-    t = t / (t + shift * (1 - t))  # float32 throughout; Python bounds compare in float32
+    if schedule == "uniform":
+        t = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float32)
+        t = t / (t + shift * (1 - t))  # float32 throughout, as the authors; Python bounds compare in float32
+    else:
+        t = time_grid(steps, shift, schedule=schedule)
     inside = (t > low) & ((t <= high) if inclusive_high else (t < high))
     return inside[:-1].tolist()
+
+
+METHODS = ("euler", "heun", "sde", *tuple(m for m in MULTISTEP_ORDERS if m != "euler"), "dopri5")
 
 
 @torch.no_grad()
 def sample(model: Model, noise: torch.Tensor, y: torch.Tensor, *, null_label: int, steps: int = 100,
            cfg_scale: float = 1.0, interval: tuple = (0.0, 1.0), shift: float = 1.0, method: str = "euler",
            skip_uncond: bool = False, sde_scale: float = 1.0, generator: torch.Generator | None = None,
-           progress: Callable | None = None, interval_rule: str = "float32") -> torch.Tensor:
+           progress: Callable | None = None, interval_rule: str = "float32", schedule: str = "uniform",
+           rtol: float = 1e-5) -> torch.Tensor:
     """Integrate from t = 0 (``noise``) to t = 1 (§7). ``method``:
 
     - ``euler``: N evaluations; guidance while low < t_i < high (strict).
+    - ``ab2`` / ``pc3``: multistep on the data prediction, second / third order, N evaluations, the same per-step
+      guidance decisions as Euler (dip/solvers.py, docs/model.md §7.2).
     - ``heun``: predictor at t_i, corrector at t_{i+1}, averaged; the guidance decision is made at t_i with
       low < t_i ≤ high and reused for the corrector; the last step is plain Euler: 2N − 1 evaluations.
       ``interval_rule`` picks how "inside the interval" is decided (module doc).
     - ``sde``: Euler–Maruyama on dx = [v − λ(x − t·v)] dt + √(2λ(1 − t)) dW, which has the ODE's marginals
       (the score of x_t is −(x − t·v)/(1 − t)); λ = ``sde_scale``; the last step adds no noise.
+    - ``dopri5``: adaptive reference (torchdiffeq) to relative tolerance ``rtol``, guidance on (low, high) in
+      continuous time; ``steps`` and ``schedule`` unused.
     """
-    if method not in ("euler", "heun", "sde"):
-        raise ValueError(f"method must be 'euler', 'heun' or 'sde', got {method!r}")
-    grid = time_points(steps, shift)
-    guided = guided_steps(steps, interval, shift=shift, inclusive_high=method == "heun", rule=interval_rule)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    guide_any = cfg_scale != 1.0
+
+    def field(x: torch.Tensor, t: float, guide: bool) -> torch.Tensor:
+        return guided_velocity(model, x, t, y, null_label, cfg_scale, guide, skip_uncond)
+
     x = noise.float()
+    if method == "dopri5":
+        return dopri5(field, x, interval_pieces(interval, guide_any), rtol=rtol, atol=rtol)[0]
+    grid_t = time_points(steps, shift, schedule)
+    guided = guided_steps(steps, interval, shift=shift, inclusive_high=method == "heun", rule=interval_rule,
+                          schedule=schedule)
+    if method in MULTISTEP_ORDERS:
+        return run_plan(field, x, plan_steps(grid_t, guided, method), progress)
     steps_iter = range(steps) if progress is None else progress(range(steps))
     for i in steps_iter:
-        t, t_next = grid[i], grid[i + 1]
+        t, t_next = grid_t[i], grid_t[i + 1]
         dt = t_next - t
-        if method == "heun":
-            guide = guided[i]
-            v = guided_velocity(model, x, t, y, null_label, cfg_scale, guide, skip_uncond).float()
-            if i < steps - 1:
-                x_pred = x + dt * v
-                v_next = guided_velocity(model, x_pred, t_next, y, null_label, cfg_scale, guide, skip_uncond).float()
-                v = 0.5 * (v + v_next)
-            x = x + dt * v
-            continue
-        guide = guided[i]
-        v = guided_velocity(model, x, t, y, null_label, cfg_scale, guide, skip_uncond).float()
+        v = field(x, t, guided[i])
+        if method == "heun" and i < steps - 1:
+            v = 0.5 * (v + field(x + dt * v, t_next, guided[i]))
         if method == "sde" and i < steps - 1:
             drift = v - sde_scale * (x - t * v)
             dw = torch.randn(x.shape, generator=generator, device="cpu" if generator is None else generator.device)

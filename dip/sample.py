@@ -26,9 +26,10 @@ from dip_kernels import BACKENDS
 
 from .checkpoint import check_weights, is_training_checkpoint, read_file, trusted_by_name, weights_of
 from .cli_types import NON_NEGATIVE, POSITIVE, POSITIVE_INT, UNIT, Interval, command_errors, writable_folder
-from .diffusion import INTERVAL_RULES, sample, to_uint8
+from .diffusion import SCHEDULES, INTERVAL_RULES, METHODS, sample, to_uint8
 from .distributed import init_distributed
-from .graphed_sampler import GraphedEulerSampler, store_autocast_weights
+from .graphed_sampler import GraphedSampler, store_autocast_weights
+from .solvers import MULTISTEP_ORDERS
 from .images import save_grid, save_npz
 from .presets import PRESETS, create_model, recipe, run_model_options
 
@@ -73,13 +74,14 @@ def sample_noise(seed: int, indices: list, shape: tuple) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    """How samples are drawn (§7): the ODE/SDE solver, guidance and precision; ``graph`` replays one captured
-    Euler step (dip.graphed_sampler)."""
+    """How samples are drawn (§7): the ODE/SDE solver, its time grid, guidance and precision; ``graph`` replays one
+    captured step (dip.graphed_sampler; Euler and the multistep methods)."""
     steps: int
     cfg_scale: float
     interval: tuple
     method: str = "euler"
     shift: float = 1.0
+    schedule: str = "uniform"
     skip_uncond: bool = False
     seed: int = 0
     precision: str = "fp32"
@@ -102,14 +104,19 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
     a("--interval", type=UNIT, nargs=2, action=Interval, help="guidance interval low high (default: the recipe's)")
     a("--interval-rule", default="float32", choices=list(INTERVAL_RULES),
       help="float32: decide 'inside the interval' on the float32 time grid, as the authors do; exact: on i/N")
-    a("--method", default="euler", choices=["euler", "heun", "sde"])
-    a("--shift", type=POSITIVE, default=1.0, help="timestep shift")
+    a("--method", default="euler", choices=list(METHODS),
+      help="euler (the paper's); ab2 / pc3: 2nd / 3rd-order multistep, one evaluation per step; heun; sde; dopri5: "
+           "adaptive reference (torchdiffeq), --steps unused")
+    a("--schedule", default="uniform", choices=list(SCHEDULES),
+      help="time grid: uniform i/N, or cosine (short steps at both ends: what keeps pc3 third-order)")
+    a("--shift", type=POSITIVE, default=1.0, help="timestep shift t / (t + s(1 - t)) on top of the grid")
     a("--skip-uncond", action="store_true", help="skip the unconditional half outside the guidance interval")
     a("--seed", type=int, default=0)
     a("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when present")
     a("--precision", choices=["bf16", "fp32"], default=None, help="default bf16 on CUDA, fp32 on CPU")
     a("--kernels", default=None, choices=list(BACKENDS))
-    a("--graph", action="store_true", help="CUDA-graph Euler sampling (static buffers; needs CUDA, --method euler)")
+    a("--graph", action="store_true", help="CUDA-graph sampling (static buffers; needs CUDA and --method euler, ab2 "
+                                            "or pc3)")
 
 
 def preset_of(model, name: str | None) -> str:
@@ -121,13 +128,14 @@ def preset_of(model, name: str | None) -> str:
 def settings_from_args(args, model, device: torch.device) -> SamplingSettings:
     """Flags → settings, the preset's recipe filling what was not given."""
     r = recipe(preset_of(model, args.model))
-    if args.graph and (device.type != "cuda" or args.method != "euler" or args.skip_uncond):
-        raise ValueError(f"--graph needs a CUDA device, --method euler and no --skip-uncond (got device "
-                         f"{device.type}, method {args.method}, skip_uncond {args.skip_uncond})")
+    if args.graph and (device.type != "cuda" or args.method not in MULTISTEP_ORDERS or args.skip_uncond):
+        raise ValueError(f"--graph needs a CUDA device, --method {' / '.join(MULTISTEP_ORDERS)} and no --skip-uncond "
+                         f"(got device {device.type}, method {args.method}, skip_uncond {args.skip_uncond})")
     return SamplingSettings(steps=args.steps or r.sample_steps,
                             cfg_scale=args.cfg if args.cfg is not None else r.cfg_scale,
                             interval=tuple(args.interval) if args.interval else r.guidance_interval,
-                            method=args.method, shift=args.shift, skip_uncond=args.skip_uncond, seed=args.seed,
+                            method=args.method, shift=args.shift, schedule=args.schedule,
+                            skip_uncond=args.skip_uncond, seed=args.seed,
                             precision=args.precision or ("bf16" if device.type == "cuda" else "fp32"),
                             graph=args.graph, interval_rule=args.interval_rule)
 
@@ -150,19 +158,20 @@ def generate(model, indices: list, settings: SamplingSettings, *, batch: int, pr
     if settings.graph and indices:
         if dtype is not None:
             store_autocast_weights(model, dtype)
-        graphed = GraphedEulerSampler(model, min(batch, len(indices)), null_label=K, cfg_scale=cfg_scale,
-                                      autocast=dtype)
+        graphed = GraphedSampler(model, min(batch, len(indices)), null_label=K, cfg_scale=cfg_scale,
+                                 autocast=dtype, method=settings.method)
     for start in tqdm(range(0, len(indices), batch), disable=not progress, desc="sample"):
         idx = indices[start:start + batch]
         y = class_balanced_labels(idx, K, device)
         noise = sample_noise(settings.seed, idx, shape).to(device)
         if graphed is not None:
             x = graphed(noise, y, steps=settings.steps, interval=settings.interval, shift=settings.shift,
-                        interval_rule=settings.interval_rule)
+                        interval_rule=settings.interval_rule, schedule=settings.schedule)
         else:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype is not None):
                 x = sample(model, noise, y, null_label=K, steps=settings.steps, cfg_scale=cfg_scale,
                            interval=settings.interval, shift=settings.shift, method=settings.method,
+                           schedule=settings.schedule,
                            skip_uncond=settings.skip_uncond, interval_rule=settings.interval_rule,
                            generator=torch.Generator().manual_seed(settings.seed + idx[0]))
         yield to_uint8(x).cpu(), y.cpu()

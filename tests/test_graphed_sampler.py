@@ -7,7 +7,7 @@ import torch
 
 from conftest import tiny_model
 from dip.diffusion import sample
-from dip.graphed_sampler import GraphedEulerSampler, store_autocast_weights
+from dip.graphed_sampler import GraphedSampler, store_autocast_weights
 from dip.sample import main as sample_main
 
 
@@ -40,7 +40,7 @@ def test_static_step_matches_the_plain_sampler(cfg):
     model = random_model()
     noise, y = draw("cpu")
     expected = sample(model, noise, y, null_label=10, steps=6, cfg_scale=cfg, interval=(0.1, 0.7))
-    sampler = GraphedEulerSampler(model, 4, null_label=10, cfg_scale=cfg, capture=False)  # one padding row
+    sampler = GraphedSampler(model, 4, null_label=10, cfg_scale=cfg, capture=False)  # one padding row
     got = sampler(noise, y, steps=6, interval=(0.1, 0.7))
     # outside the interval the static step computes v_u + 1·(v_c − v_u) instead of v_c: a few ulps
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
@@ -50,11 +50,11 @@ def test_static_step_matches_the_plain_sampler(cfg):
 
 def test_bad_noise_shape_and_cpu_capture_raise():
     model = random_model()
-    sampler = GraphedEulerSampler(model, 2, null_label=10, cfg_scale=2.0, capture=False)
+    sampler = GraphedSampler(model, 2, null_label=10, cfg_scale=2.0, capture=False)
     with pytest.raises(ValueError, match=r"noise must be \(1…2, 3, 32, 32\)"):
         sampler(torch.zeros(3, 3, 32, 32), torch.zeros(3, dtype=torch.long), steps=2)
     with pytest.raises(ValueError, match="needs the model on a CUDA device"):
-        GraphedEulerSampler(model, 2, null_label=10, cfg_scale=2.0)
+        GraphedSampler(model, 2, null_label=10, cfg_scale=2.0)
 
 
 def test_graph_flag_needs_cuda(tmp_path, capsys):
@@ -76,7 +76,7 @@ def test_captured_graph_matches_eager_on_cuda(kernels):
     with torch.autocast("cuda", dtype=torch.bfloat16):
         expected = sample(model, noise, y, null_label=10, steps=6, cfg_scale=3.0, interval=(0.1, 0.7))
     store_autocast_weights(model, torch.bfloat16)
-    sampler = GraphedEulerSampler(model, 3, null_label=10, cfg_scale=3.0, autocast=torch.bfloat16)
+    sampler = GraphedSampler(model, 3, null_label=10, cfg_scale=3.0, autocast=torch.bfloat16)
     got = sampler(noise, y, steps=6, interval=(0.1, 0.7))
     assert sampler.graph is not None
     torch.testing.assert_close(got, expected, rtol=2e-2, atol=2e-2)  # bf16 model, 6 steps: same kernels, same math
