@@ -138,7 +138,10 @@ setup(
         "safetensors>=0.4",
     ],
     extras_require={
-        "test": ["pytest>=7", "scikit-learn>=1.2", "scikit-image>=0.21", "hypothesis"],
+        "test": ["pytest>=7", "scikit-learn>=1.2", "scikit-image>=0.21", "hypothesis", "torchdiffeq>=0.2.3",
+                 "diffusers>=0.32", "huggingface_hub>=0.24"],
+        "solvers": ["torchdiffeq>=0.2.3"],
+        "hub": ["huggingface_hub>=0.24", "diffusers>=0.32"],
         "demo": ["scikit-learn>=1.2", "scikit-image>=0.21"],
         "tensorboard": ["tensorboard>=2.10"],
         "flash": ["flash-attn>=2"],

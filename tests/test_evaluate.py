@@ -127,6 +127,18 @@ def test_bad_sources_raise_clear_errors(tmp_path):
         sweep_settings(SamplingSettings(steps=2, cfg_scale=1.0, interval=(0, 1)), ["guidance=2"])
 
 
+def test_sweep_over_solvers_and_schedules():
+    from dip.evaluate import sweep_settings
+    from dip.sample import SamplingSettings
+
+    base = SamplingSettings(steps=2, cfg_scale=1.0, interval=(0, 1))
+    settings = sweep_settings(base, ["method=euler,pc3", "schedule=uniform,cosine", "steps=10,25"])
+    assert len(settings) == 8 and {(s.method, s.schedule) for s in settings} == {
+        (m, g) for m in ("euler", "pc3") for g in ("uniform", "cosine")}
+    with pytest.raises(ValueError, match="--sweep method=dpm: expected one of euler, heun"):
+        sweep_settings(base, ["method=dpm"])
+
+
 @needs_inception
 def test_an_adm_reference_batch_uses_its_stored_statistics(digits_npz, tmp_path):
     npz, images = digits_npz

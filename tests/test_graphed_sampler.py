@@ -35,17 +35,25 @@ def test_stored_bf16_weights_give_autocast_numbers():
     assert torch.equal(got, expected)
 
 
+@pytest.mark.parametrize("method,schedule", [("euler", "uniform"), ("ab2", "uniform"), ("pc3", "cosine")])
 @pytest.mark.parametrize("cfg", [1.0, 3.0])
-def test_static_step_matches_the_plain_sampler(cfg):
+def test_static_step_matches_the_plain_sampler(cfg, method, schedule):
     model = random_model()
     noise, y = draw("cpu")
-    expected = sample(model, noise, y, null_label=10, steps=6, cfg_scale=cfg, interval=(0.1, 0.7))
-    sampler = GraphedSampler(model, 4, null_label=10, cfg_scale=cfg, capture=False)  # one padding row
-    got = sampler(noise, y, steps=6, interval=(0.1, 0.7))
-    # outside the interval the static step computes v_u + 1·(v_c − v_u) instead of v_c: a few ulps
+    kw = dict(steps=6, interval=(0.1, 0.7), schedule=schedule)
+    expected = sample(model, noise, y, null_label=10, cfg_scale=cfg, method=method, **kw)
+    sampler = GraphedSampler(model, 4, null_label=10, cfg_scale=cfg, capture=False, method=method)  # a padding row
+    got = sampler(noise, y, **kw)
+    # outside the interval the static step computes v_u + 1·(v_c − v_u) instead of v_c, and the multistep update
+    # sums its zero-weighted terms too: a few ulps
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-    again = sampler(noise[:1], y[:1], steps=6, interval=(0.1, 0.7))  # buffers are reset between calls
+    again = sampler(noise[:1], y[:1], **kw)  # buffers (state, history) are reset between calls
     torch.testing.assert_close(again, got[:1], rtol=1e-5, atol=1e-5)
+
+
+def test_graph_rejects_methods_it_cannot_capture():
+    with pytest.raises(ValueError, match="graph sampling supports"):
+        GraphedSampler(random_model(), 2, null_label=10, cfg_scale=2.0, capture=False, method="heun")
 
 
 def test_bad_noise_shape_and_cpu_capture_raise():
@@ -69,14 +77,14 @@ def test_graph_flag_needs_cuda(tmp_path, capsys):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
-@pytest.mark.parametrize("kernels", ["torch", "auto"])
-def test_captured_graph_matches_eager_on_cuda(kernels):
+@pytest.mark.parametrize("kernels,method", [("torch", "euler"), ("auto", "euler"), ("auto", "pc3")])
+def test_captured_graph_matches_eager_on_cuda(kernels, method):
     model = random_model("cuda", kernels=kernels)
     noise, y = draw("cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        expected = sample(model, noise, y, null_label=10, steps=6, cfg_scale=3.0, interval=(0.1, 0.7))
+        expected = sample(model, noise, y, null_label=10, steps=6, cfg_scale=3.0, interval=(0.1, 0.7), method=method)
     store_autocast_weights(model, torch.bfloat16)
-    sampler = GraphedSampler(model, 3, null_label=10, cfg_scale=3.0, autocast=torch.bfloat16)
+    sampler = GraphedSampler(model, 3, null_label=10, cfg_scale=3.0, autocast=torch.bfloat16, method=method)
     got = sampler(noise, y, steps=6, interval=(0.1, 0.7))
     assert sampler.graph is not None
     torch.testing.assert_close(got, expected, rtol=2e-2, atol=2e-2)  # bf16 model, 6 steps: same kernels, same math

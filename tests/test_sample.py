@@ -37,10 +37,11 @@ def test_grid_and_npz_from_a_training_checkpoint(checkpoint, tmp_path):
     assert (tmp_path / "grid.png").is_file()
 
 
-def test_batch_size_does_not_change_the_samples(checkpoint, tmp_path):
+@pytest.mark.parametrize("solver", [["--method", "euler"], ["--method", "pc3", "--schedule", "cosine"]])
+def test_batch_size_does_not_change_the_samples(checkpoint, tmp_path, solver):
     for b in (2, 5):
         sample(["--ckpt", str(checkpoint), "--num-samples", "6", "--steps", "3", "--batch", str(b), "--npz",
-              "--out", str(tmp_path / str(b))])
+              "--out", str(tmp_path / str(b)), *solver])
     a, b = (np.load(tmp_path / s / "samples.npz")["arr_0"].astype(int) for s in ("2", "5"))
     assert np.abs(a - b).max() <= 1  # same seeds per sample; CPU kernels may round differently per batch size
 
