@@ -19,12 +19,14 @@ from dip_kernels.qk_norm_rope import rope_2d_table
 
 from .detailer_head import PatchDetailerHead
 from .fused_layout import to_merged, to_released
+from .hub import HubConventions
 from .layers import DiPBlock, FinalLayer, LabelEmbedder, PatchEmbedder, TimestepEmbedder
 from .validation import validate_inputs
 
 
-class DiP(nn.Module):
-    """The DiP denoiser (velocity prediction). Keyword-only configuration; the presets live in ``dip.presets``."""
+class DiP(HubConventions, nn.Module):
+    """The DiP denoiser (velocity prediction). Keyword-only configuration; the presets live in ``dip.presets``;
+    ``save_pretrained`` / ``from_pretrained`` follow the Hub conventions (dip/hub.py)."""
 
     def __init__(self, *,
                  image_size: int = 256,            # default resolution: sizes the cached RoPE table, not a limit
@@ -68,6 +70,9 @@ class DiP(nn.Module):
         self.rope_theta, self.rope_span = rope_theta, rope_span
         self.gradient_checkpointing = gradient_checkpointing
         self.check_inputs = True  # value checks (label range, t range) cost a device sync; off for graph capture
+        self.architecture = dict(  # what save_pretrained writes to config.json: everything that shapes the weights
+            **sizes, mlp_ratio=mlp_ratio, num_classes=num_classes, head=head, head_stages=head_stages,
+            rope_theta=rope_theta, rope_span=rope_span, time_max_period=time_max_period, eps=eps)
 
         self.s_embedder = PatchEmbedder(patch_size, in_channels, hidden_size)
         self.t_embedder = TimestepEmbedder(hidden_size, max_period=time_max_period)

@@ -1,0 +1,78 @@
+"""The Hugging Face Hub conventions for DiP (docs/model.md §5.1): ``model.save_pretrained(dir)`` writes config.json (the
+architecture) and model.safetensors through huggingface_hub's ``PyTorchModelHubMixin``; ``DiP.from_pretrained(dir or
+repo id)`` reads them back (a local folder needs no network). huggingface_hub is an optional extra, imported on first
+use.
+
+    python -m dip.hub --ckpt DiP-XL-16.ckpt --model DiP-XL/16 --trust-pickle DiP-XL-16.ckpt --out dip-xl-16
+        # the authors' (or a dip.train) checkpoint → a from_pretrained folder
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import types
+
+import torch
+
+
+@functools.cache
+def hub_class(model_class: type) -> type:
+    """``model_class`` with huggingface_hub's mixin first in its bases, so the mixin's save/load methods win."""
+    try:
+        from huggingface_hub import PyTorchModelHubMixin
+    except ImportError:
+        raise ImportError("save_pretrained / from_pretrained use huggingface_hub: pip install -e '.[hub]'") from None
+    def save_pretrained(self, directory, **kwargs):
+        """The mixin's save with the architecture as config.json (not run-time choices such as ``kernels``)."""
+        return PyTorchModelHubMixin.save_pretrained(self, directory, config=self.architecture, **kwargs)
+
+    def body(namespace: dict) -> None:
+        namespace.update(__module__=__name__, __doc__=f"{model_class.__name__} with huggingface_hub's mixin.",
+                         save_pretrained=save_pretrained)
+
+    return types.new_class(f"Hub{model_class.__name__}", (PyTorchModelHubMixin, model_class),
+                           {"library_name": "dip", "tags": ["pixel-space-diffusion", "dip"]}, body)
+
+
+class HubConventions:
+    """``save_pretrained`` / ``from_pretrained`` for a module that lists its constructor arguments in
+    ``self.architecture`` (a JSON-able dict)."""
+
+    def save_pretrained(self, directory, **kwargs):
+        """Write ``directory``/config.json and model.safetensors (kwargs: the mixin's, e.g. ``push_to_hub``)."""
+        with torch.device("meta"):  # (a model loaded by from_pretrained already has the mixin's method)
+            twin = hub_class(type(self))(**self.architecture)
+        twin.load_state_dict(self.state_dict(), assign=True)  # the same tensors: nothing copied
+        return twin.save_pretrained(directory, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, source, **kwargs):
+        """A model from a folder or Hub repo id written by ``save_pretrained``; kwargs override constructor arguments
+        (e.g. ``kernels="triton"``) or go to the mixin (``revision``, ``local_files_only``, ``map_location`` …)."""
+        return hub_class(cls).from_pretrained(source, **kwargs)
+
+
+def main(argv=None):
+    """Convert a checkpoint dip.sample can read (the authors' Lightning file, a dip.train checkpoint, a weights file)
+    into a from_pretrained folder."""
+    from .cli_types import command_errors
+    from .checkpoint import trusted_by_name
+    from .presets import PRESETS
+    from .sample import load_model
+
+    p = argparse.ArgumentParser(prog="dip-hub", description=main.__doc__.split("\n\n")[0].replace("\n", " "))
+    p.add_argument("--ckpt", required=True)
+    p.add_argument("--model", default=None, choices=sorted(PRESETS), help="preset (default: the checkpoint's)")
+    p.add_argument("--which", default="ema", choices=["ema", "raw"])
+    p.add_argument("--trust-pickle", default=None, metavar="FILE")
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    with command_errors(p):
+        model = load_model(args.ckpt, args.model, args.which, None, torch.device("cpu"),
+                           trusted_by_name(args.trust_pickle, args.ckpt))
+        model.save_pretrained(args.out)
+        print(f"wrote {args.out}/config.json and model.safetensors")
+
+
+if __name__ == "__main__":
+    main()
