@@ -1,14 +1,10 @@
 """The Hugging Face Hub conventions for DiP (docs/model.md §5.1): ``model.save_pretrained(dir)`` writes config.json (the
 architecture) and model.safetensors through huggingface_hub's ``PyTorchModelHubMixin``; ``DiP.from_pretrained(dir or
 repo id)`` reads them back (a local folder needs no network). huggingface_hub is an optional extra, imported on first
-use.
-
-    python -m dip.hub --ckpt DiP-XL-16.ckpt --model DiP-XL/16 --trust-pickle DiP-XL-16.ckpt --out dip-xl-16
-        # the authors' (or a dip.train) checkpoint → a from_pretrained folder
+use. ``python -m dip.convert`` turns the authors' or a dip.train checkpoint into such a folder.
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import types
 
@@ -50,29 +46,3 @@ class HubConventions:
         """A model from a folder or Hub repo id written by ``save_pretrained``; kwargs override constructor arguments
         (e.g. ``kernels="triton"``) or go to the mixin (``revision``, ``local_files_only``, ``map_location`` …)."""
         return hub_class(cls).from_pretrained(source, **kwargs)
-
-
-def main(argv=None):
-    """Convert a checkpoint dip.sample can read (the authors' Lightning file, a dip.train checkpoint, a weights file)
-    into a from_pretrained folder."""
-    from .cli_types import command_errors
-    from .checkpoint import trusted_by_name
-    from .presets import PRESETS
-    from .sample import load_model
-
-    p = argparse.ArgumentParser(prog="dip-hub", description=main.__doc__.split("\n\n")[0].replace("\n", " "))
-    p.add_argument("--ckpt", required=True)
-    p.add_argument("--model", default=None, choices=sorted(PRESETS), help="preset (default: the checkpoint's)")
-    p.add_argument("--which", default="ema", choices=["ema", "raw"])
-    p.add_argument("--trust-pickle", default=None, metavar="FILE")
-    p.add_argument("--out", required=True)
-    args = p.parse_args(argv)
-    with command_errors(p):
-        model = load_model(args.ckpt, args.model, args.which, None, torch.device("cpu"),
-                           trusted_by_name(args.trust_pickle, args.ckpt))
-        model.save_pretrained(args.out)
-        print(f"wrote {args.out}/config.json and model.safetensors")
-
-
-if __name__ == "__main__":
-    main()

@@ -39,7 +39,7 @@ def test_a_detailer_less_model_keeps_its_head(tmp_path):
 
 def test_checkpoint_conversion_command(tmp_path):
     from dip.checkpoint import save_weights
-    from dip.hub import main
+    from dip.convert import main
 
     model = random_model()
     save_weights(tmp_path / "w.safetensors", model.state_dict())

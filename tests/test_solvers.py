@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dip.diffusion import sample, time_points
-from dip.solvers import integral_weight, plan_steps, run_plan, step_weights
+from dip.solvers import integral_weight, plan_steps, step_weights
 from test_diffusion import MU, SIGMA, Recorder, gaussian_velocity, sample_gaussian
 
 
