@@ -24,11 +24,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dip.demo import digits_accuracy  # noqa: E402
-from dip.evaluate import FeatureSet, compare, load_statistics, reference_statistics, save_statistics  # noqa: E402
 from dip.inception import InceptionFeatures  # noqa: E402
-from dip.sample import SamplingSettings, generate, load_model  # noqa: E402
+from dip.sample import SamplingSettings, load_model  # noqa: E402
 from dip.presets import recipe  # noqa: E402
+from digit_quality import digits_reference, sample_quality  # noqa: E402
 
 RECIPE = recipe("DiP-T/8")
 SAMPLER = SamplingSettings(steps=RECIPE.sample_steps, cfg_scale=RECIPE.cfg_scale, interval=RECIPE.guidance_interval,
@@ -87,22 +86,6 @@ def train(out: Path, flags: tuple, steps: int, seed: int) -> Path:
     return run / "checkpoints" / f"step_{steps:08d}.pt"
 
 
-def measure(ckpt: Path, settings: SamplingSettings, which: str, reference: dict, network, n: int) -> dict:
-    """Accuracy, FID, precision/recall, high-frequency ratio and seams of ``n`` class-balanced samples."""
-    model = load_model(str(ckpt), None, which, "torch", torch.device("cpu"))
-    features, images = FeatureSet(network, model.patch_size), []
-    for batch, _ in generate(model, list(range(n)), settings, batch=100, progress=False):
-        features.update(batch)
-        images.append(batch)
-    metrics = compare(features.statistics(), reference)
-    images = torch.cat(images).float() / 127.5 - 1
-    labels = torch.arange(n) % model.num_classes
-    return {"accuracy": digits_accuracy(images, labels), "fid": metrics["fid"]["value"],
-            "precision": metrics["precision"]["value"], "recall": metrics["recall"]["value"],
-            "hf_ratio": metrics["high_frequency_ratio"]["value"], "seam": metrics["seam_score"]["generated"],
-            "seam_real": metrics["seam_score"]["reference"]}
-
-
 def table(results: dict) -> str:
     """The markdown table of the README."""
     lines = ["| row | change | accuracy | FID | precision | recall | HF ratio | seam (real) |",
@@ -118,19 +101,15 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     network = InceptionFeatures()
-    cached = out / "reference_stats.npz"  # the real digits' statistics, computed once per ablation folder
-    if cached.is_file():
-        reference = load_statistics(cached)
-    else:
-        reference = reference_statistics("digits", RECIPE.image_size, network, 8, batch=100, limit=None, seed=0)
-        save_statistics(reference, cached)
+    reference = digits_reference(out, network, RECIPE.image_size)  # computed once per ablation folder
     results_path = out / "ablation.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     for name, (flags, sampler, which) in map(parse_row, args.rows):
         started = time.time()
         ckpt = train(out, flags, args.steps, args.seed)
         settings = replace(SAMPLER, **sampler)
-        row = measure(ckpt, settings, which, reference, network, args.num_samples)
+        model = load_model(str(ckpt), None, which, "torch", torch.device("cpu"))
+        row = sample_quality(model, settings, reference, network, args.num_samples)
         change = " ".join(flags) or ", ".join(f"{k} {v}" for k, v in sampler.items()) or (
             "raw weights" if which == "raw" else "the recipe")
         results[name] = {"change": change, "train_flags": list(flags), "sampling": settings.describe(),

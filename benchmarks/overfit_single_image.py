@@ -89,11 +89,18 @@ def main(argv=None) -> dict:
     p.add_argument("--sample-steps", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/figure3")
+    p.add_argument("--heads", nargs="+", default=["dit", "detailer"], choices=["dit", "detailer"],
+                   help="heads to train in this process (run one per process to use one core each: results and "
+                        "samples are kept in --out and the figure is drawn once both exist)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     image = astronaut(args.size)
     noise = torch.randn(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(args.seed + 1))
-    results, panels = {}, [image]
-    for head in ("dit", "detailer"):
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for head in args.heads:
         torch.manual_seed(args.seed)
         model = build(head, args.size, args.patch, args.depth)
         done = train(model, image, minutes=args.minutes, steps=None if args.minutes else args.steps,
@@ -101,17 +108,26 @@ def main(argv=None) -> dict:
         model.eval()
         with torch.no_grad():
             out = sample(model, noise, torch.zeros(1, dtype=torch.long), null_label=0, steps=args.sample_steps)
-        panels.append(out.clamp(-1, 1))
-        results[head] = {"steps": done, "psnr_db": psnr(out, image), "seam_score": seam_score(out, args.patch),
-                         "high_frequency_ratio": high_frequency_ratio(out, image),
-                         "parameters": sum(p.numel() for p in model.parameters())}
-        print(head, json.dumps(results[head]))
-    results["reference"] = {"seam_score": seam_score(image, args.patch)}
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+        result = {"steps": done, "psnr_db": psnr(out, image), "seam_score": seam_score(out, args.patch),
+                  "high_frequency_ratio": high_frequency_ratio(out, image),
+                  "parameters": sum(p.numel() for p in model.parameters()), "args": vars(args)}
+        torch.save(out, out_dir / f"{head}.pt")
+        (out_dir / f"{head}.json").write_text(json.dumps(result, indent=2))
+        print(head, json.dumps(result))
+    return draw_figure(out_dir, image, args.patch)
+
+
+def draw_figure(out_dir: Path, image: torch.Tensor, patch: int) -> dict:
+    """figure3.png (original | DiT-only | DiP) and figure3.json once both heads' samples are in ``out_dir``."""
+    if not all((out_dir / f"{head}.pt").is_file() for head in ("dit", "detailer")):
+        return {}
+    results = {head: json.loads((out_dir / f"{head}.json").read_text()) for head in ("dit", "detailer")}
+    results["reference"] = {"seam_score": seam_score(image, patch)}
+    panels = [image] + [torch.load(out_dir / f"{head}.pt").clamp(-1, 1) for head in ("dit", "detailer")]
     picture = Image.fromarray(grid(torch.cat(panels), nrow=3))
-    picture.resize((picture.width * 4, picture.height * 4), Image.NEAREST).save(out_dir / "figure3.png")
-    (out_dir / "figure3.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
+    scale = max(1, 512 // image.shape[-1])
+    picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST).save(out_dir / "figure3.png")
+    (out_dir / "figure3.json").write_text(json.dumps({"results": results}, indent=2))
     print(f"wrote {out_dir / 'figure3.png'} (original | DiT-only | DiP) and figure3.json")
     return results
 

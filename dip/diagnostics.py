@@ -7,14 +7,15 @@
 - ``radial_spectrum``: radially averaged power spectrum (mean |FFT|² per integer radius of the centred 2-D FFT,
   channels averaged), and ``high_frequency_ratio``: the energy above a cut-off radius of generated images over
   that of reference images (below 1: blurrier than the data).
-- ``plot_spectra``: a PNG of log10 spectra, drawn with Pillow (no plotting dependency).
+- ``plot_spectra``: a PNG of log10 spectra (dip/plots.py).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw
+
+from .plots import line_plot
 
 
 def _as_float(images: torch.Tensor) -> torch.Tensor:
@@ -82,26 +83,5 @@ def spectrum_ratio(generated: torch.Tensor, reference: torch.Tensor, cutoff: flo
 
 def plot_spectra(spectra: dict, path, size=(640, 400)) -> Path:
     """Write a PNG of log10 radial spectra, one coloured line per entry of ``spectra`` (label → spectrum)."""
-    colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14)]
-    width, height = size
-    margin = 40
-    picture = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(picture)
-    logs = {k: v[1:].clamp_min(1e-30).log10() for k, v in spectra.items()}  # skip the DC term
-    low = min(float(v.min()) for v in logs.values())
-    high = max(float(v.max()) for v in logs.values())
-    draw.rectangle([margin, margin // 2, width - margin // 2, height - margin], outline="black")
-    for i, (label, values) in enumerate(logs.items()):
-        n = len(values)
-        points = [(margin + (width - 1.5 * margin) * k / max(n - 1, 1),
-                   height - margin - (height - 1.5 * margin) * (float(v) - low) / max(high - low, 1e-12))
-                  for k, v in enumerate(values)]
-        colour = colours[i % len(colours)]
-        draw.line(points, fill=colour, width=2)
-        draw.text((margin + 8, margin // 2 + 6 + 14 * i), label, fill=colour)
-    draw.text((margin, height - margin + 8), "radius (low → high frequency)", fill="black")
-    draw.text((4, 4), f"log10 power  [{low:.1f}, {high:.1f}]", fill="black")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    picture.save(path)
-    return path
+    series = {label: (list(range(1, len(v))), v[1:].clamp_min(1e-30).tolist()) for label, v in spectra.items()}
+    return line_plot(series, path, xlabel="radius (low → high frequency)", ylabel="power", log_y=True, size=size)

@@ -148,6 +148,7 @@ def combine(scale: float, x: torch.Tensor, terms: list) -> torch.Tensor:
     return out
 
 
+@torch.no_grad()
 def dopri5(field: Field, x: torch.Tensor, switches: list, *, rtol: float = 1e-5, atol: float = 1e-5) -> tuple:
     """Integrate dx/dt = field(x, t, guide) from t = 0 to 1 with torchdiffeq's dopri5, each sample alone, piecewise
     over ``switches`` = [(t_start, t_end, guide), …] covering [0, 1]. Returns (x₁ (B, C, H, W), evaluations per
@@ -163,7 +164,7 @@ def dopri5(field: Field, x: torch.Tensor, switches: list, *, rtol: float = 1e-5,
             def rhs(t, y, guide=guide):
                 nonlocal evaluations
                 evaluations += 1
-                return field(y, float(t), guide)
+                return field(y, float(t.detach()), guide)
 
             times = torch.tensor([start, end], dtype=torch.float64)
             state = odeint(rhs, state, times, method="dopri5", rtol=rtol, atol=atol)[-1].float()

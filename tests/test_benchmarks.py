@@ -77,6 +77,9 @@ def test_overfit_single_image_runs(tmp_path):
                                          str(tmp_path)])
     assert set(results) == {"dit", "detailer", "reference"} and results["dit"]["steps"] == 2
     assert (tmp_path / "figure3.png").is_file() and json.loads((tmp_path / "figure3.json").read_text())
+    split = ["--steps", "2", "--size", "32", "--sample-steps", "2", "--out", str(tmp_path / "split")]
+    assert overfit_single_image.main([*split, "--heads", "dit"]) == {}  # one head per process: no figure yet
+    assert set(overfit_single_image.main([*split, "--heads", "detailer"])) == {"dit", "detailer", "reference"}
 
 
 def test_derive_preferences_picks_the_fastest_backend_measured_everywhere(tmp_path):
