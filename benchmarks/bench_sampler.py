@@ -6,7 +6,8 @@ from the same per-sample noise and class-balanced labels: the trajectory error �
 samples) of every method × schedule × steps against dopri5 (rtol 1e-5), without guidance and with CFG (w on the
 interval, both halves evaluated inside it); then digit accuracy, FID, high-frequency ratio and seams of 500 samples
 for a subset of settings (benchmarks/digit_quality.py). Native methods: euler, heun, ab2, pc3 on the uniform and
-cosine schedules; diffusers' DPM-Solver++(2M) and UniPC (their own flow grids) through dip.diffusers_pipeline.
+cosine schedules, with guidance also on grids aligned to the interval (``--interval-rule aligned``); diffusers'
+DPM-Solver++(2M) and UniPC (their own flow grids) through dip.diffusers_pipeline.
 NFE counts network calls (each on the doubled batch while guiding): N for euler / ab2 / pc3 / diffusers, 2N − 1 for
 heun. Writes sampler.json, error_cfg.png and error_nocfg.png (log–log) under --out.
 
@@ -34,12 +35,16 @@ from common import environment  # noqa: E402
 
 DEMO = Path("runs/dip/checkpoints/step_00002800.pt")  # where the README's first command leaves its model
 STEPS = (4, 6, 8, 10, 15, 20, 25, 50, 100)
-NATIVE = [("euler", "uniform"), ("euler", "cosine"), ("heun", "uniform"), ("ab2", "uniform"), ("ab2", "cosine"),
-          ("pc3", "uniform"), ("pc3", "cosine")]
+# (method, schedule, interval rule): the paper's Euler, then each solver on both schedules; with guidance the
+# multistep solvers also run on grids aligned to the interval (docs/model.md §7.2)
+NATIVE = [("euler", "uniform", "float32"), ("euler", "cosine", "float32"), ("heun", "uniform", "float32"),
+          ("ab2", "uniform", "float32"), ("ab2", "cosine", "float32"), ("pc3", "uniform", "float32"),
+          ("pc3", "cosine", "float32"), ("euler", "uniform", "aligned"), ("ab2", "cosine", "aligned"),
+          ("pc3", "uniform", "aligned"), ("pc3", "cosine", "aligned")]
 DIFFUSERS = {"dpm++2m (diffusers)": ("DPMSolverMultistepScheduler", {"solver_order": 2}),
              "unipc (diffusers)": ("UniPCMultistepScheduler", {"solver_order": 3})}
-QUALITY = ["euler:uniform:100", "euler:uniform:25", "euler:uniform:10", "ab2:cosine:25", "pc3:cosine:25",
-           "pc3:cosine:15", "pc3:cosine:10"]
+QUALITY = ["euler:uniform:100", "euler:uniform:25", "euler:uniform:10", "pc3:cosine:25:aligned",
+           "pc3:cosine:15:aligned", "pc3:cosine:10:aligned", "ab2:cosine:25:aligned"]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -52,7 +57,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=float, nargs=2, default=(0.11, 0.97))
     p.add_argument("--rtol", type=float, default=1e-5, help="dopri5 tolerance of the reference")
     p.add_argument("--fid-samples", type=int, default=500, help="samples per quality row (0: no quality rows)")
-    p.add_argument("--quality", nargs="*", default=QUALITY, help="method:schedule:steps rows measured with CFG")
+    p.add_argument("--quality", nargs="*", default=QUALITY,
+                   help="method:schedule:steps[:interval rule] rows measured with CFG")
     p.add_argument("--no-diffusers", action="store_true", help="skip diffusers' schedulers")
     return p
 
@@ -73,9 +79,9 @@ def relative_error(x: torch.Tensor, ref: torch.Tensor) -> float:
     return float(diff.mean())
 
 
-def native_run(model, noise, y, guidance: dict, method: str, schedule: str, steps: int) -> tuple:
+def native_run(model, noise, y, guidance: dict, method: str, schedule: str, rule: str, steps: int) -> tuple:
     x = sample(model, noise, y, null_label=model.num_classes, steps=steps, method=method, schedule=schedule,
-               **guidance)
+               interval_rule=rule, **guidance)
     return x, 2 * steps - 1 if method == "heun" else steps
 
 
@@ -95,16 +101,13 @@ def diffusers_run(model, noise, y, guidance: dict, name: str, steps: int) -> tup
 
 def reference_solution(model, noise, y, guidance: dict, rtol: float) -> tuple:
     """dopri5 from each noise sample alone (its own adaptive steps): (x_ref (B, C, H, W), mean evaluations)."""
-    pieces = interval_pieces(guidance["interval"], guidance["cfg_scale"] != 1.0)
-    refs, evaluations = [], 0.0
-    for i in range(len(noise)):
-        def field(x, t, guide, label=y[i:i + 1]):
-            return guided_velocity(model, x, t, label, model.num_classes, guidance["cfg_scale"], guide)
+    def field_of(b: int):
+        def field(x, t, guide):
+            return guided_velocity(model, x, t, y[b:b + 1], model.num_classes, guidance["cfg_scale"], guide)
+        return field
 
-        x, nfe = dopri5(field, noise[i:i + 1], pieces, rtol=rtol, atol=rtol)
-        refs.append(x)
-        evaluations += nfe / len(noise)
-    return torch.cat(refs), evaluations
+    pieces = interval_pieces(guidance["interval"], guidance["cfg_scale"] != 1.0)
+    return dopri5(field_of, noise, pieces, rtol=rtol, atol=rtol)
 
 
 def error_rows(model, noise, y, guidance: dict, args) -> tuple:
@@ -112,7 +115,10 @@ def error_rows(model, noise, y, guidance: dict, args) -> tuple:
     started = time.time()
     reference, ref_nfe = reference_solution(model, noise, y, guidance, args.rtol)
     print(f"  dopri5 reference: {ref_nfe:.0f} evaluations per sample, {time.time() - started:.0f} s", flush=True)
-    runs = [(f"{m} {g}", lambda s, m=m, g=g: native_run(model, noise, y, guidance, m, g, s)) for m, g in NATIVE]
+    guided = guidance["cfg_scale"] != 1.0
+    runs = [(f"{m} {g}" + (" aligned" if r == "aligned" else ""),
+             lambda s, m=m, g=g, r=r: native_run(model, noise, y, guidance, m, g, r, s))
+            for m, g, r in NATIVE if guided or r != "aligned"]  # without guidance the rule changes nothing
     if not args.no_diffusers:
         runs += [(name, lambda s, name=name: diffusers_run(model, noise, y, guidance, name, s)) for name in DIFFUSERS]
     rows = []
@@ -136,9 +142,10 @@ def quality_rows(model, args, out: Path) -> list:
     base = SamplingSettings(steps=1, cfg_scale=args.cfg, interval=tuple(args.interval))
     rows = []
     for spec in args.quality:
-        method, schedule, steps = spec.split(":")
+        method, schedule, steps, *rule = spec.split(":")
         started = time.time()
-        settings = replace(base, method=method, schedule=schedule, steps=int(steps))
+        settings = replace(base, method=method, schedule=schedule, steps=int(steps),
+                           interval_rule=rule[0] if rule else "float32")
         rows.append({"setting": spec, **sample_quality(model, settings, reference, network, args.fid_samples),
                      "seconds": round(time.time() - started, 1)})
         print(f"  {spec:<20} FID {rows[-1]['fid']:.1f}  accuracy {rows[-1]['accuracy']:.1%}  "

@@ -9,11 +9,13 @@ the dopri5 reference in dip/solvers.py) with classifier-free guidance over a gui
 Whether step i is inside the guidance interval is decided, by default, the authors' way: on the float32 grid
 (a float32 linspace, then the shift formula, in float32) compared with the bounds in float32 (``rule="float32"``).
 ``rule="exact"`` decides on the exact times i/N instead; the two differ at some (N, bound) pairs, e.g. N = 25 with
-high = 0.4, where the float32 t_10 is 0.39999998 (docs/model.md §7).
+high = 0.4, where the float32 t_10 is 0.39999998 (docs/model.md §7). ``rule="aligned"`` puts grid points on the
+bounds and guides exactly between them (``step_grid``; docs/model.md §7.2).
 """
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Callable
 
 import torch
@@ -98,7 +100,7 @@ def guided_velocity(model: Model, x: torch.Tensor, t: float, y: torch.Tensor, nu
     return v_u + cfg_scale * (v_c - v_u) if guide else v_c
 
 
-INTERVAL_RULES = ("float32", "exact")
+INTERVAL_RULES = ("float32", "exact", "aligned")
 
 
 def in_interval(t: float, interval: tuple, inclusive_high: bool) -> bool:
@@ -111,8 +113,8 @@ def guided_steps(steps: int, interval: tuple, *, shift: float = 1.0, inclusive_h
                  rule: str = "float32", schedule: str = "uniform") -> list:
     """For each step i < N, whether guidance applies at t_i (§7; the rule is in the module doc; on the cosine schedule
     the float32 rule rounds the exact points)."""
-    if rule not in INTERVAL_RULES:
-        raise ValueError(f"interval rule must be one of {INTERVAL_RULES}, got {rule!r}")
+    if rule not in INTERVAL_RULES[:2]:
+        raise ValueError(f"per-point interval rule must be one of {INTERVAL_RULES[:2]}, got {rule!r}")
     if rule == "exact":
         return [in_interval(t, interval, inclusive_high) for t in time_points(steps, shift, schedule)[:-1]]
     low, high = interval
@@ -123,6 +125,34 @@ def guided_steps(steps: int, interval: tuple, *, shift: float = 1.0, inclusive_h
         t = time_grid(steps, shift, schedule=schedule)
     inside = (t > low) & ((t <= high) if inclusive_high else (t < high))
     return inside[:-1].tolist()
+
+
+def aligned_points(points: list, interval: tuple) -> list:
+    """``points`` with the interior point nearest each interval bound moved onto it (a bound at 0 or 1, or whose
+    nearest point another bound took, is left out): guidance can then switch exactly at the bounds."""
+    points, taken = list(points), set()
+    for bound in interval:
+        if 0.0 < bound < 1.0 and len(points) > 2:
+            j = min(range(1, len(points) - 1), key=lambda k: abs(points[k] - bound))
+            if j not in taken:
+                points[j] = bound
+                taken.add(j)
+    return points
+
+
+def step_grid(steps: int, interval: tuple, *, shift: float = 1.0, schedule: str = "uniform",
+              rule: str = "float32", inclusive_high: bool = False) -> tuple:
+    """(N + 1 times, N guidance decisions) of a fixed-step sampler (§7, docs/model.md §7.2). ``float32`` / ``exact``
+    decide at each step's start t_i (``guided_steps``); ``aligned`` first moves a grid point onto each bound and
+    guides the steps whose midpoint is inside the interval — the steps between the bounds, the continuous-time
+    rule that the dopri5 reference follows, without the up-to-one-step-late switch of the per-point rules."""
+    points = time_points(steps, shift, schedule)
+    if rule != "aligned":
+        return points, guided_steps(steps, interval, shift=shift, inclusive_high=inclusive_high, rule=rule,
+                                    schedule=schedule)
+    points = aligned_points(points, interval)
+    low, high = interval
+    return points, [low < (a + b) / 2 < high for a, b in zip(points, points[1:])]
 
 
 METHODS = ("euler", "heun", "sde", *tuple(m for m in MULTISTEP_ORDERS if m != "euler"), "dopri5")
@@ -151,15 +181,17 @@ def sample(model: Model, noise: torch.Tensor, y: torch.Tensor, *, null_label: in
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     guide_any = cfg_scale != 1.0
 
-    def field(x: torch.Tensor, t: float, guide: bool) -> torch.Tensor:
-        return guided_velocity(model, x, t, y, null_label, cfg_scale, guide, skip_uncond)
+    def field(x: torch.Tensor, t: float, guide: bool, labels: torch.Tensor = y) -> torch.Tensor:
+        return guided_velocity(model, x, t, labels, null_label, cfg_scale, guide, skip_uncond)
 
     x = noise.float()
     if method == "dopri5":
-        return dopri5(field, x, interval_pieces(interval, guide_any), rtol=rtol, atol=rtol)[0]
-    grid_t = time_points(steps, shift, schedule)
-    guided = guided_steps(steps, interval, shift=shift, inclusive_high=method == "heun", rule=interval_rule,
-                          schedule=schedule)
+        def field_of(b: int):
+            return partial(field, labels=y[b:b + 1])
+
+        return dopri5(field_of, x, interval_pieces(interval, guide_any), rtol=rtol, atol=rtol)[0]
+    grid_t, guided = step_grid(steps, interval, shift=shift, schedule=schedule, rule=interval_rule,
+                               inclusive_high=method == "heun")
     if method in MULTISTEP_ORDERS:
         return run_plan(field, x, plan_steps(grid_t, guided, method), progress)
     steps_iter = range(steps) if progress is None else progress(range(steps))

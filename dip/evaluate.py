@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from .checkpoint import atomic_write, trusted_by_name
 from .cli_types import command_errors, writable_folder
-from .diffusion import SCHEDULES, METHODS
+from .diffusion import INTERVAL_RULES, METHODS, SCHEDULES
 from .diagnostics import plot_spectra, radial_spectrum, seam_from_terms, seam_terms, spectrum_ratio
 from .image_sources import ImageStream, npz_keys, open_images
 from .inception import InceptionFeatures
@@ -42,7 +42,7 @@ from .sample import SamplingSettings, add_sampling_args, generate, load_model, s
 ADM_STATS = ("mu", "sigma", "mu_s", "sigma_s")
 NETWORK = "inception-2015-12-05 (TF1 bilinear resize to 299, pool3 + mixed_6/conv[:7])"  # the features' protocol
 SWEEP_KEYS = {"cfg": "cfg_scale", "steps": "steps", "interval": "interval", "shift": "shift", "method": "method",
-              "schedule": "schedule"}
+              "schedule": "schedule", "rule": "interval_rule"}
 
 
 class FeatureSet:
@@ -190,13 +190,14 @@ def compare(gen: dict, ref: dict, device="cpu") -> dict:
 
 def sweep_settings(base: SamplingSettings, sweep: list) -> list:
     """The cartesian product of ``key=v1,v2`` sweeps over ``base`` (keys: cfg, steps, interval low:high, shift,
-    method, schedule); method and schedule names are checked before any sampling."""
+    method, schedule, rule); method, schedule and rule names are checked before any sampling."""
     axes = []
     for item in sweep:
         key, _, values = item.partition("=")
         if key not in SWEEP_KEYS or not values:
             raise ValueError(f"--sweep items are key=v1,v2,… with key in {', '.join(SWEEP_KEYS)}; got {item!r}")
-        parse = {"steps": int, "method": partial(one_of, METHODS, "method"), "schedule": partial(one_of, SCHEDULES, "schedule"),
+        parse = {"steps": int, "method": partial(one_of, METHODS, "method"),
+                 "schedule": partial(one_of, SCHEDULES, "schedule"), "rule": partial(one_of, INTERVAL_RULES, "rule"),
                  "interval": lambda v: tuple(float(x) for x in v.split(":"))}.get(key, float)
         axes.append([(SWEEP_KEYS[key], parse(v)) for v in values.split(",")])
     return [replace(base, **dict(combo)) for combo in itertools.product(*axes)] or [base]
@@ -231,7 +232,7 @@ def parser() -> argparse.ArgumentParser:
     a("--num-samples", type=int, default=50_000, help="images drawn from a checkpoint (or read from a source)")
     a("--sample-batch", type=int, default=64, help="generation batch")
     a("--batch", type=int, default=100, help="Inception batch")
-    a("--sweep", nargs="+", default=[], help="key=v1,v2 … (cfg, steps, interval low:high, shift, method, schedule)")
+    a("--sweep", nargs="+", default=[], help="key=v1,v2 … (cfg, steps, interval low:high, shift, method, schedule, rule)")
     a("--out", default="eval", help="folder for metrics.json and spectra.png")
     add_sampling_args(p)
     return p
@@ -281,7 +282,7 @@ def _generated_streams(args, device):
         streams = []
         for s in sweep_settings(base, args.sweep):
             stream = model_stream(model, args.num_samples, s, args.sample_batch, f"{path} sampled: {s.describe()}")
-            streams.append((f"cfg {s.cfg_scale} int {s.interval} N {s.steps} {s.method} {s.schedule}", s, stream))
+            streams.append((f"cfg {s.cfg_scale} int {s.interval} N {s.steps} {s.method} {s.schedule} {s.interval_rule}", s, stream))
         return streams, args.patch_size or model.patch_size
     if args.sweep:
         raise ValueError("--sweep needs a checkpoint in --samples")

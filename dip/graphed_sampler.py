@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .diffusion import guided_steps, time_points
+from .diffusion import step_grid
 from .solvers import HISTORY, MULTISTEP_ORDERS, plan_steps
 
 AUTOCAST_LAYERS = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)
@@ -107,8 +107,8 @@ class GraphedSampler:
             buffer.zero_()
         self.x[:b].copy_(noise)
         self.labels[-self.batch:][:b].copy_(y)  # the conditional half (padding rows: any label)
-        guided = guided_steps(steps, interval, shift=shift, rule=interval_rule, schedule=schedule)
-        plans = plan_steps(time_points(steps, shift, schedule), guided, self.method)
+        points, guided = step_grid(steps, interval, shift=shift, schedule=schedule, rule=interval_rule)
+        plans = plan_steps(points, guided, self.method)
         table = torch.tensor([p.coefficients() for p in plans], device=self.x.device)  # one copy for all steps
         for i, plan in enumerate(plans):
             self.t.fill_(plan.t)

@@ -103,7 +103,8 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
     a("--cfg", type=NON_NEGATIVE, help="guidance scale (default: the recipe's)")
     a("--interval", type=UNIT, nargs=2, action=Interval, help="guidance interval low high (default: the recipe's)")
     a("--interval-rule", default="float32", choices=list(INTERVAL_RULES),
-      help="float32: decide 'inside the interval' on the float32 time grid, as the authors do; exact: on i/N")
+      help="float32: decide 'inside the interval' on the float32 time grid, as the authors do; exact: on i/N; "
+           "aligned: grid points on the bounds, guidance exactly between them (what multistep solvers need)")
     a("--method", default="euler", choices=list(METHODS),
       help="euler (the paper's); ab2 / pc3: 2nd / 3rd-order multistep, one evaluation per step; heun; sde; dopri5: "
            "adaptive reference (torchdiffeq), --steps unused")

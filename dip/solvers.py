@@ -149,17 +149,18 @@ def combine(scale: float, x: torch.Tensor, terms: list) -> torch.Tensor:
 
 
 @torch.no_grad()
-def dopri5(field: Field, x: torch.Tensor, switches: list, *, rtol: float = 1e-5, atol: float = 1e-5) -> tuple:
-    """Integrate dx/dt = field(x, t, guide) from t = 0 to 1 with torchdiffeq's dopri5, each sample alone, piecewise
-    over ``switches`` = [(t_start, t_end, guide), …] covering [0, 1]. Returns (x₁ (B, C, H, W), evaluations per
-    sample, mean over the batch)."""
+def dopri5(field_of: Callable[[int], Field], x: torch.Tensor, switches: list, *, rtol: float = 1e-5,
+           atol: float = 1e-5) -> tuple:
+    """Integrate dx/dt = field(x, t, guide) from t = 0 to 1 with torchdiffeq's dopri5, each sample b alone with
+    ``field_of(b)`` (its own labels, its own adaptive steps), piecewise over ``switches`` = [(t_start, t_end, guide),
+    …] covering [0, 1]. Returns (x₁ (B, C, H, W), mean evaluations per sample)."""
     try:
         from torchdiffeq import odeint
     except ImportError:
         raise ImportError("the dopri5 reference solver uses torchdiffeq: pip install -e '.[solvers]'") from None
     out, evaluations = [], 0
     for b in range(x.shape[0]):
-        state = x[b:b + 1].float()
+        field, state = field_of(b), x[b:b + 1].float()
         for start, end, guide in switches:
             def rhs(t, y, guide=guide):
                 nonlocal evaluations

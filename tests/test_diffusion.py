@@ -176,6 +176,8 @@ def test_sampler_follows_the_float32_rule_by_default():
     assert guided_calls(interval_rule="exact") == list(range(1, 10))
     with pytest.raises(ValueError, match="interval rule"):
         guided_steps(4, (0, 1), rule="float64")
+    with pytest.raises(ValueError, match="per-point interval rule"):
+        guided_steps(4, (0, 1), rule="aligned")  # a grid rule: step_grid
 
 
 def test_heun_rule_is_inclusive_at_the_top():

@@ -35,12 +35,13 @@ def test_stored_bf16_weights_give_autocast_numbers():
     assert torch.equal(got, expected)
 
 
-@pytest.mark.parametrize("method,schedule", [("euler", "uniform"), ("ab2", "uniform"), ("pc3", "cosine")])
+@pytest.mark.parametrize("method,schedule,rule", [("euler", "uniform", "float32"), ("ab2", "uniform", "float32"),
+                                                  ("pc3", "cosine", "float32"), ("pc3", "cosine", "aligned")])
 @pytest.mark.parametrize("cfg", [1.0, 3.0])
-def test_static_step_matches_the_plain_sampler(cfg, method, schedule):
+def test_static_step_matches_the_plain_sampler(cfg, method, schedule, rule):
     model = random_model()
     noise, y = draw("cpu")
-    kw = dict(steps=6, interval=(0.1, 0.7), schedule=schedule)
+    kw = dict(steps=6, interval=(0.1, 0.7), schedule=schedule, interval_rule=rule)
     expected = sample(model, noise, y, null_label=10, cfg_scale=cfg, method=method, **kw)
     sampler = GraphedSampler(model, 4, null_label=10, cfg_scale=cfg, capture=False, method=method)  # a padding row
     got = sampler(noise, y, **kw)

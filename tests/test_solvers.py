@@ -138,3 +138,44 @@ def test_cosine_schedule():
     assert points == pytest.approx([0.0, (1 - math.cos(math.pi / 4)) / 2, 0.5, (1 + math.cos(math.pi / 4)) / 2, 1.0])
     with pytest.raises(ValueError, match="schedule must be one of"):
         time_points(4, schedule="karras")
+
+
+def test_aligned_grids_put_points_on_the_bounds_and_guide_between_them():
+    from dip.diffusion import aligned_points, step_grid
+
+    points, guided = step_grid(10, (0.11, 0.97), rule="aligned")
+    assert points == pytest.approx([0, 0.11, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.97, 1.0])
+    assert guided == [False] + [True] * 8 + [False]
+    assert aligned_points([0.0, 0.5, 1.0], (0.2, 0.3)) == [0.0, 0.2, 1.0]  # one interior point: the first bound
+    assert aligned_points([0.0, 0.5, 1.0], (0.0, 1.0)) == [0.0, 0.5, 1.0]  # bounds at the ends: nothing to move
+    points, guided = step_grid(8, (0.11, 0.97), schedule="cosine", rule="aligned")
+    assert all(a < b for a, b in zip(points, points[1:])) and 0.11 in points and 0.97 in points
+
+
+@pytest.mark.parametrize("method", ["euler", "ab2", "pc3"])
+def test_aligned_rule_switches_guidance_exactly_at_the_bounds(method):
+    # the toy field is −7 guided and 1 outside: the exact flow moves x by 0.23 − 7·0.45 + 0.32
+    out = sample(Recorder(), torch.zeros(1, 1), torch.tensor([1]), null_label=5, steps=10, cfg_scale=3.0,
+                 interval=(0.23, 0.68), method=method, interval_rule="aligned")
+    assert out.item() == pytest.approx(0.23 * 1 + 0.45 * -7 + 0.32 * 1)
+    float32 = sample(Recorder(), torch.zeros(1, 1), torch.tensor([1]), null_label=5, steps=10, cfg_scale=3.0,
+                     interval=(0.23, 0.68), method=method)
+    assert float32.item() != pytest.approx(out.item())  # the per-point rule switches on the grid instead
+
+
+def test_aligned_multistep_converges_to_dopri5_with_guidance():
+    pytest.importorskip("torchdiffeq")
+
+    def guided_gaussian(x, t, y):  # conditional: the Gaussian flow; unconditional: the flow of N(−μ, σ²)
+        sign = torch.where(y == 5, -1.0, 1.0).view(-1, 1)
+        return sign * gaussian_velocity(sign * x, t)
+
+    noise = torch.randn(16, 1, generator=torch.Generator().manual_seed(4))
+    kw = dict(null_label=5, cfg_scale=2.0, interval=(0.11, 0.97))
+    y = torch.zeros(16, dtype=torch.long)
+    ref = sample(guided_gaussian, noise, y, method="dopri5", rtol=1e-7, **kw)
+    error = {(rule, n): (sample(guided_gaussian, noise, y, steps=n, method="pc3", schedule="cosine",
+                                interval_rule=rule, **kw) - ref).abs().max().item()
+             for rule in ("float32", "aligned") for n in (20, 40)}
+    assert error["aligned", 40] < error["float32", 40] / 5, error  # the per-point rule: an O(1/N) switch error
+    assert error["aligned", 20] / error["aligned", 40] > 5, error  # third order once the switch is exact
