@@ -9,7 +9,7 @@ for a subset of settings (benchmarks/digit_quality.py). Native methods: euler, h
 cosine schedules, with guidance also on grids aligned to the interval (``--interval-rule aligned``); diffusers'
 DPM-Solver++(2M) and UniPC (their own flow grids) through dip.diffusers_pipeline.
 NFE counts network calls (each on the doubled batch while guiding): N for euler / ab2 / pc3 / diffusers, 2N − 1 for
-heun. Writes sampler.json, error_cfg.png and error_nocfg.png (log–log) under --out.
+heun. Writes sampler.json, sampler.md (tables), error_cfg.png and error_nocfg.png (log–log) under --out.
 
     python benchmarks/bench_sampler.py                         # ~25 minutes on a 2-core CPU
     python benchmarks/bench_sampler.py --ckpt run/checkpoints/step_00100000.pt --samples 16 --fid-samples 0
@@ -153,6 +153,26 @@ def quality_rows(model, args, out: Path) -> list:
     return rows
 
 
+def markdown(result: dict) -> str:
+    """The README's tables: relative error per method × steps (NFE in the heading; Heun's is 2N − 1), per guidance
+    setting, then the quality rows."""
+    parts = []
+    for name, block in result["error"].items():
+        steps = sorted({r["steps"] for r in block["rows"]})
+        methods = list(dict.fromkeys(r["method"] for r in block["rows"]))
+        error = {(r["method"], r["steps"]): r["error"] for r in block["rows"]}
+        parts += [f"{name} (dopri5 reference: {block['reference_nfe']:.0f} evaluations per sample)", "",
+                  "| method | " + " | ".join(f"N={n}" for n in steps) + " |", "|---" * (len(steps) + 1) + "|"]
+        parts += ["| " + m + " | " + " | ".join(f"{error[m, n]:.1e}" if (m, n) in error else "—" for n in steps)
+                  + " |" for m in methods]
+        parts.append("")
+    if result["quality"]:
+        parts += ["| setting (CFG) | accuracy | FID | HF ratio | seam (real) |", "|---|---|---|---|---|"]
+        parts += [f"| {r['setting']} | {r['accuracy']:.1%} | {r['fid']:.1f} | {r['hf_ratio']:.2f} | "
+                  f"{r['seam']:.3f} ({r['seam_real']:.3f}) |" for r in result["quality"]]
+    return "\n".join(parts)
+
+
 def main(argv=None) -> dict:
     args = parser().parse_args(argv)
     out = Path(args.out)
@@ -181,7 +201,9 @@ def main(argv=None) -> dict:
         print("sample quality (CFG):", flush=True)
         result["quality"] = quality_rows(model, args, out)
         (out / "sampler.json").write_text(json.dumps(result, indent=2))
-    print(f"wrote {out / 'sampler.json'}, {out / 'error_cfg.png'}, {out / 'error_nocfg.png'}")
+    (out / "sampler.md").write_text(markdown(result))
+    print(markdown(result))
+    print(f"wrote {out / 'sampler.json'}, sampler.md, error_cfg.png and error_nocfg.png in {out}")
     return result
 
 

@@ -136,3 +136,23 @@ def test_ablation_rows_and_table():
     row = {"change": "x", "accuracy": 0.99, "fid": 12.3, "precision": 0.5, "recall": 0.4, "hf_ratio": 1.1,
            "seam": 0.01, "seam_real": 0.02}
     assert "| r | x | 99.0% | 12.3 | 0.50 | 0.40 | 1.10 | 0.010 (0.020) |" in ablate_demo.table({"r": row})
+
+
+def test_bench_sampler_runs(tmp_path):
+    """The sampler benchmark end to end on a 2-step model, 2 samples, 2 step counts (the real run's numbers are
+    in the README)."""
+    pytest.importorskip("torchdiffeq")
+    pytest.importorskip("diffusers")
+    import bench_sampler
+
+    from dip.train import main as train
+
+    train(["--device", "cpu", "--batch", "8", "--steps", "2", "--final-samples", "0", "--out", str(tmp_path / "run")])
+    ckpt = tmp_path / "run" / "checkpoints" / "step_00000002.pt"
+    result = bench_sampler.main(["--ckpt", str(ckpt), "--samples", "2", "--steps", "2", "4", "--fid-samples", "0",
+                                 "--out", str(tmp_path / "bench")])
+    rows = result["error"]["cfg"]["rows"]
+    assert {r["method"] for r in rows} >= {"euler uniform", "pc3 cosine aligned", "dpm++2m (diffusers)"}
+    assert all(r["error"] >= 0 and r["nfe"] in (2, 3, 4, 7) for r in rows)
+    assert (tmp_path / "bench" / "error_cfg.png").is_file() and "| pc3 cosine aligned |" in \
+        (tmp_path / "bench" / "sampler.md").read_text()
