@@ -81,7 +81,7 @@ def spectrum_ratio(generated: torch.Tensor, reference: torch.Tensor, cutoff: flo
     return float(generated[start:].sum() / reference[start:].sum().clamp_min(1e-30))
 
 
-def plot_spectra(spectra: dict, path, size=(640, 400)) -> Path:
+def plot_spectra(spectra: dict, path, size=(830, 400)) -> Path:
     """Write a PNG of log10 radial spectra, one coloured line per entry of ``spectra`` (label → spectrum)."""
     series = {label: (list(range(1, len(v))), v[1:].clamp_min(1e-30).tolist()) for label, v in spectra.items()}
     return line_plot(series, path, xlabel="radius (low → high frequency)", ylabel="power", log_y=True, size=size)
