@@ -16,6 +16,7 @@ from .sample import load_model
 
 
 def parser() -> argparse.ArgumentParser:
+    """The command's arguments."""
     p = argparse.ArgumentParser(prog="dip-convert", description=__doc__.split("\n\n")[0].replace("\n", " "))
     p.add_argument("--ckpt", required=True)
     p.add_argument("--model", default=None, choices=sorted(PRESETS), help="preset (default: the checkpoint's)")
@@ -27,6 +28,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> None:
+    """Read the checkpoint as dip.sample does and write the folder; mistakes end with one line naming them."""
     p = parser()
     args = p.parse_args(argv)
     with command_errors(p):

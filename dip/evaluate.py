@@ -204,6 +204,7 @@ def sweep_settings(base: SamplingSettings, sweep: list) -> list:
 
 
 def one_of(choices: tuple, what: str, value: str) -> str:
+    """``value`` if it is one of ``choices``, else a ValueError naming the sweep key and the choices."""
     if value not in choices:
         raise ValueError(f"--sweep {what}={value}: expected one of {', '.join(choices)}")
     return value
@@ -232,7 +233,8 @@ def parser() -> argparse.ArgumentParser:
     a("--num-samples", type=int, default=50_000, help="images drawn from a checkpoint (or read from a source)")
     a("--sample-batch", type=int, default=64, help="generation batch")
     a("--batch", type=int, default=100, help="Inception batch")
-    a("--sweep", nargs="+", default=[], help="key=v1,v2 … (cfg, steps, interval low:high, shift, method, schedule, rule)")
+    a("--sweep", nargs="+", default=[],
+      help="key=v1,v2 … (cfg, steps, interval low:high, shift, method, schedule, rule)")
     a("--out", default="eval", help="folder for metrics.json and spectra.png")
     add_sampling_args(p)
     return p
@@ -282,7 +284,8 @@ def _generated_streams(args, device):
         streams = []
         for s in sweep_settings(base, args.sweep):
             stream = model_stream(model, args.num_samples, s, args.sample_batch, f"{path} sampled: {s.describe()}")
-            streams.append((f"cfg {s.cfg_scale} int {s.interval} N {s.steps} {s.method} {s.schedule} {s.interval_rule}", s, stream))
+            label = f"cfg {s.cfg_scale} int {s.interval} N {s.steps} {s.method} {s.schedule} {s.interval_rule}"
+            streams.append((label, s, stream))
         return streams, args.patch_size or model.patch_size
     if args.sweep:
         raise ValueError("--sweep needs a checkpoint in --samples")

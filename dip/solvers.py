@@ -94,6 +94,7 @@ class StepPlan:
 
 
 def padded(weights: list) -> tuple:
+    """Weights of the newest ``len(weights)`` history slots, zero for the rest (HISTORY in all)."""
     return tuple(weights) + (0.0,) * (HISTORY - len(weights))
 
 

@@ -117,7 +117,8 @@ def resolve(args: argparse.Namespace) -> dict:
     cfg = {k.replace("-", "_"): v for k, v in vars(args).items()}
     defaults = {"image_size": r.image_size, "batch": r.global_batch, "lr": r.lr, "weight_decay": r.weight_decay,
                 "lr_decay": r.lr_decay, "t_mean": r.t_mean, "t_std": r.t_std, "t_mix": r.t_mix,
-                "ema_decay": r.ema_decay, "label_dropout": r.label_dropout, "repa_weight": r.repa_weight, "repa_block": r.repa_block,
+                "ema_decay": r.ema_decay, "label_dropout": r.label_dropout, "repa_weight": r.repa_weight,
+                "repa_block": r.repa_block,
                 "precision": "bf16" if torch.cuda.is_available() and args.device != "cpu" else "fp32",
                 "steps": None if args.minutes is not None else r.train_steps}
     for k, v in defaults.items():
