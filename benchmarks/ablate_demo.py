@@ -9,7 +9,7 @@ recall, the high-frequency energy ratio and the seam score against all 1,797 rea
 own seam score. Finished runs are reused (``--resume auto``), so an interrupted ablation continues.
 
     python benchmarks/ablate_demo.py --out runs/ablation              # every row, ~2 hours on a 2-core CPU
-    python benchmarks/ablate_demo.py --rows recipe dit-only width-32 --steps 500
+    python benchmarks/ablate_demo.py --rows mix-50 dit-only width-32 --steps 500
 """
 from __future__ import annotations
 
@@ -33,9 +33,12 @@ RECIPE = recipe("DiP-T/8")
 SAMPLER = SamplingSettings(steps=RECIPE.sample_steps, cfg_scale=RECIPE.cfg_scale, interval=RECIPE.guidance_interval,
                            method="euler", shift=1.0, skip_uncond=False, seed=0, precision="fp32", graph=False)
 
-# name: (extra dip.train flags, sampler changes, weights). Rows that study the sampler and the EMA use the recipe
-# before this ablation (t std 1.0), where the grain was found; the README table lists every measured row.
-PREVIOUS = ("--t-std", "1.0")
+# name: (extra dip.train flags, sampler changes, weights). Every row spells out what it changes against the recipe
+# of the time it was measured at: head width 16 and no t mixture (NARROW), t std 1.0 for the rows that study the
+# sampler and the EMA (PREVIOUS, where the grain was found); the README table lists every measured row.
+NARROW = ("--head-width", "16", "--t-mix", "0", "0", "1")
+PREVIOUS = ("--t-std", "1.0", *NARROW)
+MIX = ("--t-mix", "0.5", "1", "1")
 ROWS = {
     "previous-recipe": (PREVIOUS, {}, "ema"),
     "raw-weights": (PREVIOUS, {}, "raw"),
@@ -43,15 +46,18 @@ ROWS = {
     "heun-50": (PREVIOUS, {"steps": 50, "method": "heun"}, "ema"),
     "no-guidance-last-10%": (PREVIOUS, {"interval": (0.0, 0.9)}, "ema"),
     "cfg-1": (PREVIOUS, {"cfg_scale": 1.0}, "ema"),
-    "t-mean-1": (("--t-mean", "1.0", "--t-std", "1.0"), {}, "ema"),
-    "recipe": ((), {}, "ema"),  # t std 1.6
-    "dit-only": (("--head", "dit"), {}, "ema"),
-    "dit-only-previous": (("--head", "dit", *PREVIOUS), {}, "ema"),
-    "width-32": (("--head-width", "32"), {}, "ema"),
-    "width-64": (("--head-width", "64"), {}, "ema"),
+    "t-mean-1": (("--t-mean", "1.0", "--t-std", "1.0", *NARROW), {}, "ema"),
+    "t-std-1.6": (NARROW, {}, "ema"),
+    "dit-only": (("--head", "dit", "--t-mix", "0", "0", "1"), {}, "ema"),
+    "dit-only-previous": (("--head", "dit", "--t-std", "1.0", "--t-mix", "0", "0", "1"), {}, "ema"),
+    "mix-30": (("--head-width", "16", "--t-mix", "0.3", "1", "1"), {}, "ema"),
+    "mix-50": (("--head-width", "16", *MIX), {}, "ema"),
+    "width-32": (("--head-width", "32", *MIX), {}, "ema"),
+    "width-64": (("--head-width", "64", *MIX), {}, "ema"),
     "lr-decay-0.3": (("--lr-decay", "0.3"), {}, "ema"),
     "ema-0.9999": (("--ema-decay", "0.9999"), {}, "ema"),
 }
+STEPS = 2800  # the table's budget per row (the recipe's own is 1,800: `--steps 1800` for the recipe row)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -60,7 +66,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", nargs="+", default=list(ROWS), help=f"some of {list(ROWS)}, or 'key=flags' for a new "
                                                                  "training row, e.g. 'w32-decay=--head-width 32 "
                                                                  "--lr-decay 0.3'")
-    p.add_argument("--steps", type=int, default=RECIPE.train_steps, help="training steps of every row")
+    p.add_argument("--steps", type=int, default=STEPS, help="training steps of every row")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-samples", type=int, default=500)
     return p
@@ -78,7 +84,9 @@ def parse_row(spec: str) -> tuple:
 
 def train(out: Path, flags: tuple, steps: int, seed: int) -> Path:
     """Train (or finish training) one variant with the user's command; the final checkpoint's path."""
-    run = out / ("train" + "".join(f"_{f.lstrip('-')}" for f in flags))
+    # one folder per (flags, steps): a finished longer run is never resumed as a shorter one
+    suffix = "" if steps == STEPS else f"_{steps}steps"
+    run = out / ("train" + "".join(f"_{f.lstrip('-')}" for f in flags) + suffix)
     command = [sys.executable, "-m", "dip.train", "--out", str(run), "--steps", str(steps), "--seed", str(seed),
                "--final-samples", "8", *flags]
     print(" ".join(command[1:]), flush=True)

@@ -33,7 +33,7 @@ from dip.sample import SamplingSettings, class_balanced_labels, load_model, samp
 from dip.solvers import dopri5, interval_pieces  # noqa: E402
 from common import environment  # noqa: E402
 
-DEMO = Path("runs/dip/checkpoints/step_00002800.pt")  # where the README's first command leaves its model
+DEMO = Path("runs/dip/checkpoints/step_00001800.pt")  # where the README's first command leaves its model
 STEPS = (4, 6, 8, 10, 15, 20, 25, 50, 100)
 # (method, schedule, interval rule): the paper's Euler, then each solver on both schedules; with guidance the
 # multistep solvers also run on grids aligned to the interval (docs/model.md §7.2)

@@ -5,7 +5,7 @@ For real digits x and fixed noise ε, at each t the model's clean-image estimate
 of x (above 1: noise left in), and the RMS velocity error |v̂ − (x − ε)| (≈ 1 where the model does not see the
 noise at all). A sampler's last steps run at the high-t end of this table.
 
-    python benchmarks/denoise_profile.py runs/dip/checkpoints/step_00002800.pt [--which raw]
+    python benchmarks/denoise_profile.py runs/dip/checkpoints/step_00001800.pt [--which raw]
 """
 from __future__ import annotations
 

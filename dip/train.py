@@ -62,7 +62,7 @@ def parser() -> argparse.ArgumentParser:
     a("--batch", type=POSITIVE_INT, help="global batch (all ranks, all accumulation steps); default: the recipe's")
     a("--accum", type=POSITIVE_INT, default=1, help="gradient-accumulation steps per optimizer step")
     a("--steps", type=POSITIVE_INT, default=None,
-      help="optimizer steps (default: the recipe's; DiP-T/8: 2,800, about 7 minutes on an idle 2-core CPU)")
+      help="optimizer steps (default: the recipe's; DiP-T/8: 1,800, about 7.5 minutes on an idle 2-core CPU)")
     a("--minutes", type=POSITIVE, default=None, help="opt-in wall-time budget (stops early; the result then depends "
                                                    "on the machine's speed)")
     a("--lr", type=POSITIVE)

@@ -128,7 +128,7 @@ def test_denoise_profile_measures_each_noise_level():
 def test_ablation_rows_and_table():
     import ablate_demo
 
-    assert ablate_demo.parse_row("width-64")[1][0] == ("--head-width", "64")
+    assert ablate_demo.parse_row("width-64")[1][0] == ("--head-width", "64", "--t-mix", "0.5", "1", "1")
     assert ablate_demo.parse_row("mine=--head-width 32 --lr-decay 0.3") == \
         ("mine", (("--head-width", "32", "--lr-decay", "0.3"), {}, "ema"))
     with pytest.raises(ValueError, match="unknown row"):

@@ -43,7 +43,7 @@ def test_dry_run_prints_the_resolved_recipe(capsys):
     assert cfg["lr"] == 1e-4 and cfg["weight_decay"] == 1e-3 and cfg["batch"] == 256 and cfg["ema_decay"] == 0.9999
     assert json.loads(capsys.readouterr().out)["model"] == "DiP-XL/16"
     demo = main(["--dry-run"])
-    assert demo["model"] == "DiP-T/8" and demo["lr"] == 2e-3 and demo["steps"] == 2800 and demo["minutes"] is None
+    assert demo["model"] == "DiP-T/8" and demo["lr"] == 2e-3 and demo["steps"] == 1800 and demo["minutes"] is None
     assert main(["--dry-run", "--minutes", "3"])["steps"] is None  # a time budget only when asked for
 
 
@@ -320,9 +320,9 @@ def test_resume_from_something_without_a_checkpoint_is_refused(tmp_path, capsys)
 def test_a_checkpoint_of_another_configuration_is_named(tmp_path, capsys):
     run(tmp_path, "--steps", "1")
     with pytest.raises(SystemExit):
-        run(tmp_path, "--steps", "2", "--head-width", "32")
+        run(tmp_path, "--steps", "2", "--head-width", "48")
     err = capsys.readouterr().err
-    assert "written by another run configuration" in err and "'head_base_width': 32" in err
+    assert "written by another run configuration" in err and "'head_base_width': 48" in err
 
 
 def test_the_class_map_is_printed_and_saved(tmp_path, capsys):
