@@ -165,7 +165,8 @@ def markdown(result: dict) -> str:
         steps = sorted({r["steps"] for r in block["rows"]})
         methods = list(dict.fromkeys(r["method"] for r in block["rows"]))
         error = {(r["method"], r["steps"]): r["error"] for r in block["rows"]}
-        parts += [f"{name} (dopri5 reference: {block['reference_nfe']:.0f} evaluations per sample)", "",
+        title = {"nocfg": "Without guidance", "cfg": "With guidance"}[name]
+        parts += [f"{title} (the dopri5 reference: {block['reference_nfe']:.0f} evaluations per sample):", "",
                   "| method | " + " | ".join(f"N={n}" for n in steps) + " |", "|---" * (len(steps) + 1) + "|"]
         parts += ["| " + m + " | " + " | ".join(f"{error[m, n]:.1e}" if (m, n) in error else "—" for n in steps)
                   + " |" for m in methods]
