@@ -9,7 +9,7 @@ for a subset of settings (benchmarks/digit_quality.py). Native methods: euler, h
 cosine schedules, with guidance also on grids aligned to the interval (``--interval-rule aligned``); diffusers'
 DPM-Solver++(2M) and UniPC (their own flow grids) through dip.diffusers_pipeline.
 NFE counts network calls (each on the doubled batch while guiding): N for euler / ab2 / pc3 / diffusers, 2N − 1 for
-heun. Writes sampler.json, sampler.md (tables), error_cfg.png and error_nocfg.png (log–log) under --out.
+heun. Writes sampler.json, sampler_tables.txt (tables), error_cfg.png and error_nocfg.png (log–log) under --out.
 
     python benchmarks/bench_sampler.py                         # ~25 minutes on a 2-core CPU
     python benchmarks/bench_sampler.py --ckpt run/checkpoints/step_00100000.pt --samples 16 --fid-samples 0
@@ -206,9 +206,9 @@ def main(argv=None) -> dict:
         print("sample quality (CFG):", flush=True)
         result["quality"] = quality_rows(model, args, out)
         (out / "sampler.json").write_text(json.dumps(result, indent=2))
-    (out / "sampler.md").write_text(markdown(result))
+    (out / "sampler_tables.txt").write_text(markdown(result))
     print(markdown(result))
-    print(f"wrote {out / 'sampler.json'}, sampler.md, error_cfg.png and error_nocfg.png in {out}")
+    print(f"wrote {out / 'sampler.json'}, sampler_tables.txt, error_cfg.png and error_nocfg.png in {out}")
     return result
 
 

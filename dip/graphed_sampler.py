@@ -56,8 +56,9 @@ class GraphedSampler:
         device = param.device
         shape = (batch, model.in_channels, model.image_size, model.image_size)
         self.x = torch.zeros(shape, device=device)
-        self.x_prev = torch.zeros(shape, device=device)
-        self.history = torch.zeros(HISTORY, *shape, device=device)  # x̂, x̂₋₁, x̂₋₂
+        history = 0 if method == "euler" else HISTORY  # Euler keeps no history: no buffers for it
+        self.x_prev = torch.zeros(shape if history else (0,), device=device)
+        self.history = torch.zeros(history, *shape, device=device)  # x̂, x̂₋₁, x̂₋₂
         self.t = torch.zeros(rows, device=device)
         self.labels = torch.full((rows,), null_label, dtype=torch.long, device=device)
         self.scale = torch.ones((), device=device)

@@ -155,4 +155,4 @@ def test_bench_sampler_runs(tmp_path):
     assert {r["method"] for r in rows} >= {"euler uniform", "pc3 cosine aligned", "dpm++2m (diffusers)"}
     assert all(r["error"] >= 0 and r["nfe"] in (2, 3, 4, 7) for r in rows)
     assert (tmp_path / "bench" / "error_cfg.png").is_file() and "| pc3 cosine aligned |" in \
-        (tmp_path / "bench" / "sampler.md").read_text()
+        (tmp_path / "bench" / "sampler_tables.txt").read_text()
