@@ -127,7 +127,7 @@ setup(
     long_description=(ROOT / "README.md").read_text(encoding="utf-8") if (ROOT / "README.md").exists() else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["dip", "dip.*", "dip_kernels", "dip_kernels.*"]),
+    packages=find_packages(include=["dip", "dip.*", "dip_kernels", "dip_kernels.*", "benchmarks", "benchmarks.*"]),
     install_requires=[
         "torch>=2.4",
         "triton>=3.0; platform_system=='Linux'",
@@ -138,8 +138,8 @@ setup(
         "safetensors>=0.4",
     ],
     extras_require={
-        "test": ["pytest>=7", "scikit-learn>=1.2", "scikit-image>=0.21", "hypothesis", "torchdiffeq>=0.2.3",
-                 "diffusers>=0.32", "huggingface_hub>=0.24"],
+        "test": ["pytest>=7", "ruff>=0.5", "scikit-learn>=1.2", "scikit-image>=0.21", "hypothesis",
+                 "torchdiffeq>=0.2.3", "diffusers>=0.32", "huggingface_hub>=0.24"],
         "solvers": ["torchdiffeq>=0.2.3"],
         "hub": ["huggingface_hub>=0.24", "diffusers>=0.32"],
         "demo": ["scikit-learn>=1.2", "scikit-image>=0.21"],

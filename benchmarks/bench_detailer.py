@@ -16,17 +16,13 @@ forward+backward = 3 × forward.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DTYPES, environment, gemm_tflops, print_table, time_autograd, time_ms, write_json  # noqa: E402,E501
-
-from dip import create_model  # noqa: E402
-from dip.detailer_head import PatchDetailerHead  # noqa: E402
-from dip_kernels import KernelTable, resolve  # noqa: E402
+from benchmarks.common import DTYPES, environment, gemm_tflops, print_table, time_autograd, time_ms, write_json  # noqa: E501
+from dip import create_model
+from dip.model.detailer_head import PatchDetailerHead
+from dip_kernels import KernelTable, resolve
 
 STAGE_OPS = ("detailer_stem", "detailer_encoder", "detailer_bottleneck", "detailer_decoder",
              "detailer_decoder_output")

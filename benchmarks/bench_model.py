@@ -1,6 +1,7 @@
 """End-to-end speed of DiP: training throughput and sampling latency, per kernel backend, eager and compiled.
 
-Training step (default DiP-XL/16 at 256², batch 32, bf16 autocast on CUDA): images/s, model FLOP utilisation
+Training step (the function dip.train runs, dip/training/step.py, with the preset's recipe optimizer and EMA; default
+DiP-XL/16 at 256², batch 32, bf16 autocast on CUDA): images/s, model FLOP utilisation
 (MFU = model FLOPs per step / time / a dense GEMM rate measured in the same run), peak memory; the optimizer +
 EMA time is shown separately; gradient checkpointing on/off. Sampling: seconds per image for N Euler steps with CFG
 (batch 1 doubled to 2, both halves every step, the paper's setting) and throughput at a larger batch, eager,
@@ -17,20 +18,19 @@ once per image) + 4·T²·D (QKᵀ and AV); patch embedding 2·T·3P²·D; time 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_detailer import head_flops  # noqa: E402
-from common import environment, gemm_tflops, print_table, time_ms, write_json  # noqa: E402
-
-from dip import create_model  # noqa: E402
-from dip.diffusion import flow_loss, interpolate, sample  # noqa: E402
-from dip.graphed_sampler import GraphedSampler, store_autocast_weights  # noqa: E402
-from dip.ema import EMA  # noqa: E402
+from benchmarks.bench_detailer import head_flops
+from benchmarks.common import environment, gemm_tflops, print_table, time_ms, write_json
+from dip import create_model
+from dip.diffusion.flow import flow_loss, interpolate
+from dip.diffusion.graphed_sampler import GraphedSampler, store_autocast_weights
+from dip.diffusion.solvers import sample
+from dip.model.presets import recipe
+from dip.training.ema import EMA
+from dip.training.step import build_optimizer, optimizer_step_if, train_step
 
 
 def forward_flops(model) -> float:
@@ -69,29 +69,28 @@ def train_row(preset, backend, compiled, batch, device, amp, reps, gemm, merged=
                          gradient_checkpointing=checkpointing).to(device)
     model.check_inputs = False
     run = torch.compile(model) if compiled else model
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-3,
-                            **({"fused": True} if device.type == "cuda" else {"foreach": True}))
-    ema = EMA(model, 0.9999, warmup=False)
-    x, eps, t, y = batch_for(model, batch, device)
+    r = recipe(preset)
+    opt = build_optimizer(model.parameters(), lr=r.lr, betas=r.betas, weight_decay=r.weight_decay, device=device)
+    ema = EMA(model, r.ema_decay, r.ema_warmup)
+    batches = [batch_for(model, batch, device)]
 
-    def fwd_bwd():
+    def loss_fn(b):
+        x, eps, t, y = b
         with autocast_for(device, amp):
-            loss = flow_loss(run(interpolate(x, eps, t), t, y), x, eps)
-        loss.backward()
+            return flow_loss(run(interpolate(x, eps, t), t, y), x, eps)
 
-    def update():
-        opt.step()
-        ema.update(model)
-        opt.zero_grad(set_to_none=True)
+    def step():  # what dip.train runs per optimizer step (accumulation 1, the recipe's clip: none)
+        return train_step(run, opt, ema, batches, loss_fn, grad_clip=r.grad_clip)
 
-    def step():
-        fwd_bwd()
-        update()
+    def update():  # the step's optimizer + EMA part alone
+        applied = torch.ones((), dtype=torch.bool, device=device)
+        optimizer_step_if(opt, applied)
+        ema.update(model, applied)
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     step_ms = time_ms(step, device, reps)
-    fwd_bwd()
+    loss_fn(batches[0]).backward()
     update_ms = time_ms(update, device, reps)
     flops = 3 * forward_flops(model) * batch
     tflops = flops / (step_ms * 1e-3) / 1e12

@@ -17,16 +17,12 @@ training; the patch embedding (op E) reads the fp32 noisy image.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DTYPES, copy_gbps, environment, print_table, time_autograd, write_json  # noqa: E402
-
-import dip_kernels  # noqa: E402
-from dip_kernels.qk_norm_rope import rope_2d_table  # noqa: E402
+import dip_kernels
+from benchmarks.common import DTYPES, copy_gbps, environment, print_table, time_autograd, write_json
+from dip_kernels.qk_norm_rope import rope_2d_table
 
 
 def _act(shape, dtype, device, seed):

@@ -5,9 +5,9 @@ For one checkpoint (default: the CPU demo model of the README's first command, t
 from the same per-sample noise and class-balanced labels: the trajectory error ‖x_N − x_ref‖ / ‖x_ref‖ (mean over
 samples) of every method × schedule × steps against dopri5 (rtol 1e-5), without guidance and with CFG (w on the
 interval, both halves evaluated inside it); then digit accuracy, FID, high-frequency ratio and seams of 500 samples
-for a subset of settings (benchmarks/digit_quality.py). Native methods: euler, heun, ab2, pc3 on the uniform and
-cosine schedules, with guidance also on grids aligned to the interval (``--interval-rule aligned``); diffusers'
-DPM-Solver++(2M) and UniPC (their own flow grids) through dip.diffusers_pipeline.
+for a subset of settings (benchmarks/experiments/digit_quality.py). Native methods: euler, heun, ab2, pc3 on the
+uniform and cosine schedules, with guidance also on grids aligned to the interval (``--interval-rule aligned``);
+diffusers' DPM-Solver++(2M) and UniPC (their own flow grids) through dip.diffusion.diffusers_pipeline.
 NFE counts network calls (each on the doubled batch while guiding): N for euler / ab2 / pc3 / diffusers, 2N − 1 for
 heun. Writes sampler.json, sampler_tables.txt (tables), error_cfg.png and error_nocfg.png (log–log) under --out.
 
@@ -26,12 +26,13 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dip.diffusion import guided_velocity, sample  # noqa: E402
-from dip.plots import line_plot  # noqa: E402
-from dip.sample import SamplingSettings, class_balanced_labels, load_model, sample_noise  # noqa: E402
-from dip.solvers import dopri5, interval_pieces  # noqa: E402
-from common import environment  # noqa: E402
+from benchmarks.common import environment
+from dip.diffusion.dopri5 import dopri5, interval_pieces
+from dip.diffusion.generation import SamplingSettings, class_balanced_labels, sample_noise
+from dip.diffusion.guidance import guided_velocity
+from dip.diffusion.solvers import sample
+from dip.io.plots import line_plot
+from dip.model.loading import load_model
 
 DEMO = Path("runs/dip/checkpoints/step_00001800.pt")  # where the README's first command leaves its model
 STEPS = (4, 6, 8, 10, 15, 20, 25, 50, 100)
@@ -92,7 +93,7 @@ def diffusers_run(model, noise, y, guidance: dict, name: str, steps: int) -> tup
     """(x₁, NFE) of a diffusers scheduler on its own flow grid, through DiPPipeline."""
     import diffusers
 
-    from dip.diffusers_pipeline import DiPPipeline
+    from dip.diffusion.diffusers_pipeline import DiPPipeline
 
     cls, options = DIFFUSERS[name]
     scheduler = getattr(diffusers, cls)(use_flow_sigmas=True, prediction_type="flow_prediction", **options)
@@ -138,8 +139,8 @@ def error_rows(model, noise, y, guidance: dict, args) -> tuple:
 
 def quality_rows(model, args, out: Path) -> list:
     """Sample quality (CFG) of the --quality settings, 500 samples each against the real digits."""
-    from digit_quality import digits_reference, sample_quality
-    from dip.inception import InceptionFeatures
+    from benchmarks.experiments.digit_quality import digits_reference, sample_quality
+    from dip.evaluation.inception import InceptionFeatures
 
     network = InceptionFeatures()
     reference = digits_reference(out, network, model.image_size)

@@ -41,9 +41,7 @@ for tier in $TIERS; do
       step smoke 120 python benchmarks/smoke.py --out "$DIR/smoke.json" ;;
     kernels)  # every kernel parity test on CUDA (Triton compiled for real, the CUDA extension, graph capture)
       step kernels 200 python -m pytest -q --durations=15 --junitxml="$DIR/kernels_junit.xml" \
-        tests/kernels tests/test_kernel_layouts.py tests/test_kernel_nonfinite.py tests/test_model_triton.py \
-        tests/test_model_kernel_tables.py \
-        tests/test_kernel_seam.py tests/test_reference_ops.py tests/test_graphed_sampler.py ;;
+        tests/kernels tests/diffusion/test_graphed_sampler.py ;;
     ops)
       step ops 150 python benchmarks/bench_ops.py --out "$DIR/bench_ops.json" ;;
     head)
@@ -52,7 +50,7 @@ for tier in $TIERS; do
       # the measured auto table of this architecture (commit it as dip_kernels/preferences.json); other
       # architectures' tables are carried over from the committed file
       cp -f dip_kernels/preferences.json "$DIR/preferences.json" 2>/dev/null
-      step preferences 30 python benchmarks/derive_preferences.py "$DIR/bench_ops.json" \
+      step preferences 30 python benchmarks/tools/derive_preferences.py "$DIR/bench_ops.json" \
         "$DIR/bench_detailer_8k.json" --out "$DIR/preferences.json" ;;
     model)  # end-to-end, eager and CUDA-graph sampling (Inductor compiling the 632M model: extended tier)
       step model_eager 180 python benchmarks/bench_model.py --compile eager --backends torch,auto --graph \

@@ -6,15 +6,11 @@ the ``torch`` backend, as JSON. Part of the ``smoke`` tier of ``gpu_suite.sh``; 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment, write_json  # noqa: E402
-
-from dip import create_model  # noqa: E402
+from benchmarks.common import environment, write_json
+from dip import create_model
 
 
 def run(backend: str, device: torch.device, preset: str, batch: int):

@@ -1,42 +1,5 @@
-"""Convert a checkpoint dip.sample can read — the authors' Lightning file, a dip.train checkpoint, a weights file —
-into a ``DiP.from_pretrained`` folder (config.json + model.safetensors; docs/model.md §5.1).
-
-    python -m dip.convert --ckpt DiP-XL-16.ckpt --model DiP-XL/16 --trust-pickle DiP-XL-16.ckpt --out dip-xl-16
-"""
-from __future__ import annotations
-
-import argparse
-
-import torch
-
-from .checkpoint import trusted_by_name
-from .cli_types import command_errors
-from .presets import PRESETS
-from .sample import load_model
-
-
-def parser() -> argparse.ArgumentParser:
-    """The command's arguments."""
-    p = argparse.ArgumentParser(prog="dip-convert", description=__doc__.split("\n\n")[0].replace("\n", " "))
-    p.add_argument("--ckpt", required=True)
-    p.add_argument("--model", default=None, choices=sorted(PRESETS), help="preset (default: the checkpoint's)")
-    p.add_argument("--which", default="ema", choices=["ema", "raw"])
-    p.add_argument("--trust-pickle", default=None, metavar="FILE", help="read FILE even though it holds Python "
-                                                                       "objects besides tensors")
-    p.add_argument("--out", required=True, help="the folder to write")
-    return p
-
-
-def main(argv=None) -> None:
-    """Read the checkpoint as dip.sample does and write the folder; mistakes end with one line naming them."""
-    p = parser()
-    args = p.parse_args(argv)
-    with command_errors(p):
-        model = load_model(args.ckpt, args.model, args.which, None, torch.device("cpu"),
-                           trusted_by_name(args.trust_pickle, args.ckpt))
-        model.save_pretrained(args.out)
-        print(f"wrote {args.out}/config.json and {args.out}/model.safetensors")
-
+"""``python -m dip.convert``: the command line of dip/cli/convert.py (run it with ``--help``)."""
+from .cli.convert import main
 
 if __name__ == "__main__":
     main()

@@ -75,7 +75,7 @@ LAUNCH_AS_SMS = "DIP_LAUNCH_AS_SMS"
 
 def gpu_sms(device: torch.device) -> int | None:
     """Multiprocessors whose launch geometry (tiles, split counts) launches on ``device`` follow: the GPU's own; for
-    CPU tensors ``$DIP_LAUNCH_AS_SMS`` when set (benchmarks/kernel_report.py sizes launches as on that GPU without
+    CPU tensors ``$DIP_LAUNCH_AS_SMS`` when set (benchmarks/tools/kernel_report.py sizes launches as on that GPU without
     one), else None: the small geometry the interpreter and the emulator run fast."""
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count

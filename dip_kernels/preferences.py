@@ -1,7 +1,7 @@
 """Which backend ``auto`` picks for each op on each CUDA architecture (docs/kernels.md §4).
 
-Measured tables live in ``preferences.json`` beside this file, written by ``benchmarks/derive_preferences.py`` from
-one GPU run of ``bench_ops.py`` and ``bench_detailer.py --per-layer`` (the fastest of torch / triton / cuda by
+Measured tables live in ``preferences.json`` beside this file, written by ``benchmarks/tools/derive_preferences.py``
+from one GPU run of ``bench_ops.py`` and ``bench_detailer.py --per-layer`` (the fastest of torch / triton / cuda by
 forward+backward time, with the times and the run's environment recorded). An architecture without a measured
 table gets the provisional one below: the fused Triton ops read and write each tensor once where the eager chain
 moves 2–3× the bytes (docs/kernels.md §1). Ops not listed use the reference.

@@ -1,15 +1,12 @@
 """The benchmark scripts run end to end on CPU (numbers are not checked here: speed is for benchmarks)."""
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-import bench_detailer  # noqa: E402
-from dip import create_model  # noqa: E402
+from benchmarks import bench_detailer
+from dip import create_model
 
 
 def test_bench_detailer_runs_and_writes_json(tmp_path):
@@ -43,7 +40,7 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_bench_ops_runs_every_op_and_column(tmp_path):
-    import bench_ops
+    from benchmarks import bench_ops
 
     out = tmp_path / "adaln.json"
     rows = bench_ops.main(["--reps", "1", "--out", str(out)])
@@ -54,7 +51,7 @@ def test_bench_ops_runs_every_op_and_column(tmp_path):
 
 
 def test_bench_model_runs_and_counts_flops(tmp_path):
-    import bench_model
+    from benchmarks import bench_model
 
     rows = bench_model.main(["--compile", "eager", "--backends", "torch", "--checkpointing", "both", "--out",
                              str(tmp_path / "model.json")])
@@ -71,7 +68,7 @@ def test_bench_model_runs_and_counts_flops(tmp_path):
 def test_overfit_single_image_runs(tmp_path):
     """The Figure 3 script end to end on tiny settings (the real run is minutes; its result is in the README)."""
     pytest.importorskip("skimage")
-    import overfit_single_image
+    from benchmarks.experiments import overfit_single_image
 
     results = overfit_single_image.main(["--steps", "2", "--size", "32", "--sample-steps", "2", "--out",
                                          str(tmp_path)])
@@ -83,8 +80,7 @@ def test_overfit_single_image_runs(tmp_path):
 
 
 def test_derive_preferences_picks_the_fastest_backend_measured_everywhere(tmp_path):
-    import derive_preferences
-
+    from benchmarks.tools import derive_preferences
     from dip_kernels.preferences import load_preferences
 
     adaln = {"environment": {"arch": "sm_90"}, "rows": [
@@ -114,7 +110,7 @@ def test_derive_preferences_picks_the_fastest_backend_measured_everywhere(tmp_pa
 
 
 def test_denoise_profile_measures_each_noise_level():
-    import denoise_profile
+    from benchmarks.experiments import denoise_profile
 
     pytest.importorskip("sklearn")
     model = create_model("DiP-T/8").eval()
@@ -126,7 +122,7 @@ def test_denoise_profile_measures_each_noise_level():
 
 
 def test_ablation_rows_and_table():
-    import ablate_demo
+    from benchmarks.experiments import ablate_demo
 
     assert ablate_demo.parse_row("width-64")[1][0] == ("--head-width", "64", "--t-mix", "0.5", "1", "1")
     assert ablate_demo.parse_row("mine=--head-width 32 --lr-decay 0.3") == \
@@ -143,9 +139,8 @@ def test_bench_sampler_runs(tmp_path):
     in the README)."""
     pytest.importorskip("torchdiffeq")
     pytest.importorskip("diffusers")
-    import bench_sampler
-
-    from dip.train import main as train
+    from benchmarks import bench_sampler
+    from dip.cli.train import main as train
 
     train(["--device", "cpu", "--batch", "8", "--steps", "2", "--final-samples", "0", "--out", str(tmp_path / "run")])
     ckpt = tmp_path / "run" / "checkpoints" / "step_00000002.pt"

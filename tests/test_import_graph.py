@@ -1,5 +1,6 @@
 """The package structure (docs/architecture.md): no import cycles among the project's modules (lazy imports
-included), and each backend independent of the other (the CUDA backend works with Triton absent)."""
+included), dip's layers import one way (runtime, io → model → diffusion → evaluation → training → cli; only the model
+imports dip_kernels), and each backend independent of the other (the CUDA backend works with Triton absent)."""
 import ast
 import subprocess
 import sys
@@ -9,6 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# dip's layers, lowest first: a module may import its own layer and those before it (runtime and io: neither the other)
+LAYERS = ("runtime", "io", "model", "diffusion", "evaluation", "training", "cli")
 PACKAGES = ("dip", "dip_kernels", "benchmarks")
 
 
@@ -55,6 +58,48 @@ def test_no_import_cycles():
         TopologicalSorter(graph).prepare()
     except CycleError as err:
         pytest.fail(f"import cycle: {' -> '.join(err.args[1])}")
+
+
+def layer_of(module: str) -> int | None:
+    """The rank of a dip module's layer (the command modules and the package itself above every layer); None outside
+    dip."""
+    parts = module.split(".")
+    if parts[0] != "dip":
+        return None
+    return LAYERS.index(parts[1]) if len(parts) > 1 and parts[1] in LAYERS else len(LAYERS)
+
+
+def layer_violations(graph: dict) -> list:
+    """(importer, imported) pairs that break the layer order, or import dip_kernels from outside the model (the CLI
+    may name the backend list, ``dip_kernels`` itself)."""
+    bad = []
+    for name, deps in graph.items():
+        mine = layer_of(name)
+        if mine is None:
+            continue
+        for dep in deps:
+            theirs = layer_of(dep)
+            if theirs is not None:
+                if theirs > mine or {mine, theirs} == {0, 1}:  # upwards, or between runtime and io
+                    bad.append((name, dep))
+            elif dep.startswith("dip_kernels") and mine != LAYERS.index("model") and not (
+                    dep == "dip_kernels" and mine == LAYERS.index("cli")):
+                bad.append((name, dep))
+    return sorted(bad)
+
+
+def test_dip_layers_import_one_way():
+    graph = import_graph()
+    assert {layer_of(name) for name in graph if name.startswith("dip.")} == set(range(len(LAYERS) + 1))
+    assert layer_violations(graph) == []
+
+
+def test_the_layer_check_sees_a_lower_layer_importing_a_higher_one():
+    graph = import_graph()
+    assert layer_violations({**graph, "dip.io.atomic": {"dip.training.step"}}) == [("dip.io.atomic",
+                                                                                       "dip.training.step")]
+    assert layer_violations({**graph, "dip.runtime.folders": {"dip.io.atomic"}}) != []
+    assert layer_violations({**graph, "dip.diffusion.flow": {"dip_kernels.registry"}}) != []
 
 
 def test_launchers_import_neither_their_op_layer_nor_the_other_backend():

@@ -4,7 +4,8 @@ weight (``op.py`` converts)."""
 from __future__ import annotations
 
 from ..checks import device_guard
-from ..cuda_ext import DTYPE_CODES, pointer as _ptr, require, stream_of
+from ..cuda_ext import DTYPE_CODES, require, stream_of
+from ..cuda_ext import pointer as _ptr
 
 
 def launch_fwd(x, branch, gate, weight, shift, scale, r, h, mean, rstd, norm, eps) -> None:

@@ -130,7 +130,7 @@ def launch_fwd(x, branch, gate, weight, shift, scale, r, h, mean, rstd, norm, ep
 def launch_bwd(dh, dr, r, branch, gate, weight, scale, mean, rstd, dx, dbr, parts, chunks, norm) -> None:
     """Backward into dx, dbr and the (4, B·chunks, D) fp32 partials (gate, shift, scale, weight). Wide rows (D ≥ 1024,
     e.g. 1152) go one row per program over 8 warps: two rows over 4 warps needed 255 registers and spilled on
-    sm_90 (benchmarks/kernel_report.py), one row over 8 warps needs 99 and keeps two programs per SM."""
+    sm_90 (benchmarks/tools/kernel_report.py), one row over 8 warps needs 99 and keeps two programs per SM."""
     B, T, D = r.shape
     block_d = block_size(D)
     block_m, warps = (1, 8) if block_d >= 1024 else (rows_per_program(block_d), 4)

@@ -35,6 +35,7 @@ import triton.language as tl
 from ..checks import gpu_sms, nhwc_empty
 from ..triton_support import cast_to, dot_args, operand
 
+
 class Operand(NamedTuple):
     """Addressing of an NHWC-like operand: offset = patch base + y·sy + x·sx + c·sc, where patch n sits at
     (n // T)·sb + ((n % T) // GW)·sgy + ((n % T) % GW)·sgx."""
@@ -153,7 +154,6 @@ def _conv_fwd_kernel(a_ptr, a_T, a_GW, a_sb, a_sgy, a_sgx, a_sy, a_sx, a_sc, CA,
                      BLOCK_K: tl.constexpr, BLOCK_O: tl.constexpr):
     rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    rk = tl.arange(0, BLOCK_K)
     mmask, nmask = rm < M, rn < NCOL
     n, y, x = _pixels(rm, SO, HALF, NP, ORDER)
     a_base = _patch_base(n, a_T, a_GW, a_sb, a_sgy, a_sgx)

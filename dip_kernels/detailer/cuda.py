@@ -140,8 +140,8 @@ def output_bwd(d_img: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> tu
     p_b = torch.empty(blocks, cout, device=y.device, dtype=torch.float32)
     with device_guard(y):
         require().output_bwd(DTYPE_CODES[y.dtype], d_img.data_ptr(), *_image_args(d_img, P), y.data_ptr(),
-                             *y.stride(), weight.data_ptr(), dy.data_ptr(), p_w.data_ptr(), p_b.data_ptr(), N * P * P, C, cout,
-                             blocks, stream_of(y))
+                             *y.stride(), weight.data_ptr(), dy.data_ptr(), p_w.data_ptr(), p_b.data_ptr(), N * P * P,
+                             C, cout, blocks, stream_of(y))
     return dy, p_w.sum(0), p_b.sum(0)
 
 

@@ -24,6 +24,7 @@ import torch
 from ..checks import nhwc_empty, pooled_stage_grads, to_nhwc
 from .conv_triton import Operand, act_bwd, broadcast, conv_fwd, conv_wgrad, image, patches
 
+
 def _conv_weight(w: torch.Tensor, dtype: torch.dtype):
     """(Cout, Cin, k, k) → (k, k, Cin, Cout) in ``dtype`` and its (ky, kx, in, out) strides."""
     wk = w.permute(2, 3, 1, 0).contiguous().to(dtype)

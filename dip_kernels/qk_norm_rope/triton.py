@@ -121,8 +121,8 @@ def _bwd_kernel(dq_ptr, dk_ptr, dv_ptr, qkv_ptr, qw_ptr, kw_ptr, cos_ptr, sin_pt
     s = _rope_table(sin_ptr, tok, HD, BLOCK_T, BLOCK_H)
     part = (tl.program_id(0).to(tl.int64) * H + head) * HD
     n_parts = tl.num_programs(0).to(tl.int64) * H * HD
-    _bwd_part(qkv_ptr + in_offs, dq_ptr + _grad_offsets(rows, cols, head, T, s_qb, s_qh, s_qt, UNIT), dqkv_ptr + in_offs,
-              qw_ptr, pw_ptr + part, c, s, mask, HD, eps, BLOCK_T, BLOCK_H)
+    _bwd_part(qkv_ptr + in_offs, dq_ptr + _grad_offsets(rows, cols, head, T, s_qb, s_qh, s_qt, UNIT),
+              dqkv_ptr + in_offs, qw_ptr, pw_ptr + part, c, s, mask, HD, eps, BLOCK_T, BLOCK_H)
     _bwd_part(qkv_ptr + in_offs + D, dk_ptr + _grad_offsets(rows, cols, head, T, s_kb, s_kh, s_kt, UNIT),
               dqkv_ptr + in_offs + D, kw_ptr, pw_ptr + n_parts + part, c, s, mask, HD, eps, BLOCK_T, BLOCK_H)
     dv = tl.load(dv_ptr + _grad_offsets(rows, cols, head, T, s_vb, s_vh, s_vt, UNIT), mask=mask, other=0.0)

@@ -6,8 +6,8 @@ import torch
 from dip_kernels import block_boundary as ref_ops
 from dip_kernels.block_boundary import op as custom_ops
 from dip_kernels.cuda_ext import extension
-from conftest import backend_module, backend_ops
-from parity import interpreted_only, assert_parity, inputs, run_with_grads, upcast
+from tests.support.backends import backend_module, backend_ops
+from tests.support.parity import assert_parity, inputs, interpreted_only, run_with_grads, upcast
 
 tri_ops, cuda_ops = backend_ops("triton"), backend_ops("cuda")
 BACKENDS = {"triton": tri_ops, "cuda": cuda_ops}

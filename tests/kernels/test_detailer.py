@@ -5,13 +5,13 @@ and their clean failure without a GPU."""
 import pytest
 import torch
 
-from dip.detailer_head import PatchDetailerHead
+from dip.model.detailer_head import PatchDetailerHead
 from dip_kernels import KernelTable
 from dip_kernels import detailer as ref_d
 from dip_kernels.detailer import triton as stage_ops
-from conftest import backend_ops
-from parity import assert_parity, check_against_reference, inputs, interpreted_only, poisoned_allocations
-from parity import check_against_reference as compare
+from tests.support.backends import backend_ops
+from tests.support.parity import assert_parity, check_against_reference, inputs, interpreted_only, poisoned_allocations
+from tests.support.parity import check_against_reference as compare
 
 tri_d, cuda_d = backend_ops("triton"), backend_ops("cuda")
 

@@ -4,8 +4,8 @@ import torch
 
 from dip_kernels import final_context as ref_c
 from dip_kernels.final_context import op as custom_ops
-from conftest import backend_module, backend_ops
-from parity import compare, inputs, interpreted_only
+from tests.support.backends import backend_module, backend_ops
+from tests.support.parity import compare, inputs, interpreted_only
 
 tri_c, cuda_c = backend_ops("triton"), backend_ops("cuda")
 

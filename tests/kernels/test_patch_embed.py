@@ -6,8 +6,8 @@ import torch
 
 from dip_kernels import patch_embed as ref_e
 from dip_kernels.patch_embed import op as custom_ops
-from conftest import backend_ops
-from parity import assert_parity, inputs, interpreted_only, run_with_grads, upcast
+from tests.support.backends import backend_ops
+from tests.support.parity import assert_parity, inputs, interpreted_only, run_with_grads, upcast
 
 tri_e, cuda_e = backend_ops("triton"), backend_ops("cuda")
 

@@ -5,8 +5,8 @@ import torch
 from dip_kernels import qk_norm_rope as ref_b
 from dip_kernels.qk_norm_rope import op as custom_ops
 from dip_kernels.qk_norm_rope import rope_2d_table
-from conftest import backend_module, backend_ops
-from parity import interpreted_only, assert_parity, inputs, run_with_grads, upcast
+from tests.support.backends import backend_module, backend_ops
+from tests.support.parity import assert_parity, inputs, interpreted_only, run_with_grads, upcast
 
 tri_b, cuda_b = backend_ops("triton"), backend_ops("cuda")
 

@@ -4,8 +4,8 @@ import torch
 
 from dip_kernels import swiglu as ref_f
 from dip_kernels.swiglu import op as custom_ops
-from conftest import backend_ops
-from parity import compare, inputs, interpreted_only
+from tests.support.backends import backend_ops
+from tests.support.parity import compare, inputs, interpreted_only
 
 tri_f = backend_ops("triton")
 
