@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from dip import inception
 from dip.cli.evaluate import main as evaluate
+from dip.evaluation import inception
 from dip.evaluation.inception import InceptionFeatures, load_logits_head, tf1_resize_bilinear
 from dip.io.image_writers import save_npz
 
