@@ -64,6 +64,14 @@ class Interval(argparse.Action):
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
 
 
+def run_command(parser: argparse.ArgumentParser, run, argv=None):
+    """Parse ``argv`` with ``parser`` and return ``run(args)``; a user's mistake inside ends with the one-line error
+    of ``command_errors``."""
+    args = parser.parse_args(argv)
+    with command_errors(parser):
+        return run(args)
+
+
 @contextmanager
 def command_errors(parser: argparse.ArgumentParser):
     """A user's mistake or a bad file inside a command ends it with argparse's one-line ``prog: error: …`` and exit

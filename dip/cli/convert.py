@@ -11,7 +11,7 @@ import torch
 
 from ..io.checkpoints import trusted_by_name
 from ..model.loading import load_model
-from .args import add_checkpoint_flags, command_errors
+from .args import add_checkpoint_flags, run_command
 
 
 def parser() -> argparse.ArgumentParser:
@@ -23,15 +23,17 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def convert(args) -> None:
+    """Read the checkpoint as dip.sample does and write the folder."""
+    model = load_model(args.ckpt, args.model, args.which, None, torch.device("cpu"),
+                       trusted_by_name(args.trust_pickle, args.ckpt))
+    model.save_pretrained(args.out)
+    print(f"wrote {args.out}/config.json and {args.out}/model.safetensors")
+
+
 def main(argv=None) -> None:
-    """Read the checkpoint as dip.sample does and write the folder; mistakes end with one line naming them."""
-    p = parser()
-    args = p.parse_args(argv)
-    with command_errors(p):
-        model = load_model(args.ckpt, args.model, args.which, None, torch.device("cpu"),
-                           trusted_by_name(args.trust_pickle, args.ckpt))
-        model.save_pretrained(args.out)
-        print(f"wrote {args.out}/config.json and {args.out}/model.safetensors")
+    """``python -m dip.convert``; mistakes end with one line naming them."""
+    run_command(parser(), convert, argv)
 
 
 if __name__ == "__main__":

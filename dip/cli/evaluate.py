@@ -37,7 +37,7 @@ from ..io.image_streams import open_images
 from ..model.loading import load_model
 from ..runtime.distributed import init_distributed
 from ..runtime.folders import writable_folder
-from .args import add_sampling_flags, command_errors, settings_from_args
+from .args import add_sampling_flags, run_command, settings_from_args
 
 SWEEP_KEYS = {"cfg": "cfg_scale", "steps": "steps", "interval": "interval", "shift": "shift", "method": "method",
               "schedule": "schedule", "rule": "interval_rule"}
@@ -115,10 +115,8 @@ def _generated_streams(args, device):
 
 
 def main(argv=None) -> dict:
-    p = parser()
-    args = p.parse_args(argv)
-    with command_errors(p):
-        return run_evaluation(args)
+    """``python -m dip.evaluate``: the metrics report (also written as metrics.json)."""
+    return run_command(parser(), run_evaluation, argv)
 
 
 def _check_sources(args) -> None:

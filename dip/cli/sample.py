@@ -25,7 +25,7 @@ from ..io.image_writers import save_grid, save_npz
 from ..model.loading import load_model
 from ..runtime.distributed import init_distributed
 from ..runtime.folders import writable_folder
-from .args import POSITIVE_INT, add_sampling_flags, command_errors, settings_from_args
+from .args import POSITIVE_INT, add_sampling_flags, run_command, settings_from_args
 
 
 def parser() -> argparse.ArgumentParser:
@@ -42,10 +42,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> Path:
-    p = parser()
-    args = p.parse_args(argv)
-    with command_errors(p):
-        return run_sampling(args)
+    """``python -m dip.sample``: the output folder."""
+    return run_command(parser(), run_sampling, argv)
 
 
 def run_sampling(args) -> Path:
