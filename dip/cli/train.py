@@ -73,6 +73,9 @@ def parser() -> argparse.ArgumentParser:
     a("--repa-weight", type=NON_NEGATIVE)
     a("--repa-block", type=POSITIVE_INT)
     a("--resume", default=DEFAULTS.resume, help="'auto' (newest valid checkpoint in --out), a path, or 'none'")
+    a("--overwrite", action="store_true", help="start afresh even though --out holds checkpoints (they are deleted)")
+    a("--allow-change", nargs="+", default=(), metavar="OPTION", type=lambda s: s.replace("-", "_"),
+      help="objective options (e.g. t-mix, lr) a resumed run may change; recorded with the step")
     add_trust_flag(p, "--init-from FILE")
     a("--init-from", default=None, help="fine-tune: start from these weights (EMA of a dip.train checkpoint, or a "
                                         "weights file); a different class count keeps the source's null row")

@@ -4,6 +4,7 @@ so that sampling and resuming rebuild the same architecture."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 
 import torch
@@ -64,6 +65,8 @@ class TrainConfig:
     final_samples: int = 8
     tensorboard: bool = False
     dry_run: bool = False
+    overwrite: bool = False          # a fresh start may delete the checkpoints another run left in ``out``
+    allow_change: tuple = ()         # objective options a resumed run may change (OBJECTIVE)
     debug_nan_step: int = -1  # tests: poison this step's loss
     recipe: Recipe = field(default_factory=Recipe)
 
@@ -74,6 +77,19 @@ class TrainConfig:
     def model_options(self) -> dict:
         """The model options this run sets on top of its preset (``run_model_options``)."""
         return run_model_options(self.as_dict())
+
+
+# The options that define what a run optimises: resuming with another value is refused unless allowed by name.
+OBJECTIVE = ("seed", "data", "image_size", "unconditional", "batch", "lr", "lr_decay", "weight_decay", "ema_decay",
+             "label_dropout", "t_mean", "t_std", "t_mix", "grad_clip", "repa_encoder", "repa_weight", "repa_block")
+
+
+def objective_changes(saved: dict, cfg: TrainConfig) -> dict:
+    """{option: (saved value, new value)} of the objective options (``OBJECTIVE``, and ``steps`` when the lr decays
+    over a fraction of them) that differ between a checkpoint's saved config and ``cfg``."""
+    mine = json.loads(json.dumps(cfg.as_dict()))  # the saved form: tuples as lists
+    keys = OBJECTIVE + (("steps",) if cfg.lr_decay or saved.get("lr_decay") else ())
+    return {k: (saved.get(k), mine[k]) for k in keys if k in saved and saved[k] != mine[k]}
 
 
 def resolve(options) -> TrainConfig:
@@ -94,4 +110,7 @@ def resolve(options) -> TrainConfig:
         raise ValueError(f"--t-mix needs 0 ≤ FRACTION ≤ 1 and STD > 0, got {list(cfg.t_mix)}")
     if cfg.lr_decay and cfg.steps is None:
         raise ValueError("--lr-decay needs a fixed number of --steps (not a --minutes budget)")
+    unknown = sorted(set(cfg.allow_change) - set(OBJECTIVE) - {"steps"})
+    if unknown:
+        raise ValueError(f"--allow-change takes options among {', '.join(OBJECTIVE + ('steps',))}; got {unknown}")
     return cfg

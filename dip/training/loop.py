@@ -37,12 +37,12 @@ from ..runtime.cpu_load import slowdown_reason
 from ..runtime.distributed import init_distributed
 from ..runtime.folders import require_free_space, writable_folder
 from ..runtime.run_lock import RunLock
-from .config import TrainConfig
+from .config import TrainConfig, objective_changes
 from .draws import draw_batch
 from .ema import EMA
 from .repa import DINOv2, Projector, encoder_input, repa_loss
 from .schedule import learning_rate
-from .state import checkpoint_paths, load_newest
+from .state import CheckpointKeeper, checkpoint_paths, load_newest, new_run_id
 from .step import StepResult, build_optimizer, train_step
 
 
@@ -105,7 +105,9 @@ class Trainer:
         self.ema = EMA(self.model, cfg.ema_decay, cfg.recipe.ema_warmup)
         if self.rank == 0:  # model, EMA and AdamW's two moments in fp32, twice (the newest and the one being written)
             require_free_space(self.out, "--out", 2 * 4 * 4 * sum(p.numel() for p in self.model.parameters()))
-        self.step, self.resumed_from = 0, None
+        self.step, self.resumed_from, self.config_changes = 0, None, []
+        self.run_id = new_run_id()  # a resume takes the checkpoint's (restore)
+        self.keeper = CheckpointKeeper(self.out, self.run_id, cfg.keep, self.log)
         self.skipped = torch.zeros((), dtype=torch.int64, device=self.device)  # read when logging
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if cfg.precision == "bf16" \
             else nullcontext()
@@ -215,6 +217,7 @@ class Trainer:
         if self.rank != 0:
             return
         state = {"model": model_state, "ema": ema_state, "optimizer": opt_state, "step": self.step,
+                 "run_id": self.run_id, "config_changes": self.config_changes,
                  "samples_seen": self.step * self.cfg.batch, "skipped": int(self.skipped),
                  "ema_updates": self.ema.updates, "config": json.dumps(self.cfg.as_dict()),
                  "projector": self.repa[0].state_dict() if self.repa else {},
@@ -228,21 +231,27 @@ class Trainer:
             need = sum(t.numel() * t.element_size() for _, t in tensors_of(state))
             raise OSError(err.errno, f"could not write {path} (about {need / 2**30:.2f} GiB needed; the older "
                                      f"checkpoints are intact): {err.strerror or err}") from None
-        for old in checkpoint_paths(self.out)[self.cfg.keep:]:
-            old.unlink()
+        self.keeper.wrote(path, self.step)
+        self.keeper.prune(self.step)
 
     def restore(self) -> None:
-        if self.cfg.resume == "none":
-            return
-        where = self.out if self.cfg.resume == "auto" else Path(self.cfg.resume)
-        if where != self.out and not where.exists():
-            raise FileNotFoundError(f"--resume checkpoint not found: {where}")
-        state = load_newest(where, self.log)
-        if state is None:
-            if self.cfg.resume != "auto":  # asked to resume from something that holds no checkpoint
+        """Resume (``--resume auto``: the newest whole checkpoint in ``out``; or a given one) or start fresh. A fresh
+        start into a folder that holds checkpoints — another run's, or only damaged ones — is refused unless
+        ``overwrite``, which deletes them first; a resume that changes an objective option is refused unless
+        ``allow_change`` names it (the change is then recorded with its step)."""
+        state = None
+        if self.cfg.resume != "none":
+            where = self.out if self.cfg.resume == "auto" else Path(self.cfg.resume)
+            if where != self.out and not where.exists():
+                raise FileNotFoundError(f"--resume checkpoint not found: {where}")
+            state = load_newest(where, self.log)
+            if state is None and self.cfg.resume != "auto":  # asked to resume from something without a checkpoint
                 raise ValueError(f"--resume {where}: no readable checkpoint there (looked for step_*.pt in it and in "
                                  f"its checkpoints/ folder); pass --resume none to start from scratch")
+        if state is None:
+            self._start_fresh()
             return
+        self._check_objective(state)
         if self.cfg.fsdp:
             from torch.distributed.checkpoint.state_dict import (
                 StateDictOptions,
@@ -262,8 +271,42 @@ class Trainer:
         torch.set_rng_state(state["rng"]["torch"])
         self.step, self.resumed_from = state["step"], state["_path"]
         self.skipped.fill_(state["skipped"])
+        self.run_id = state.get("run_id") or self.run_id  # a checkpoint from before run ids: this run adopts it
+        self.keeper = CheckpointKeeper(self.out, self.run_id, self.cfg.keep, self.log)
         self._truncate_stats()
         self.log(f"resumed from {state['_path']} at step {self.step}")
+
+    def _start_fresh(self) -> None:
+        """Step 0 in ``out``: refused while the folder holds checkpoints (another run's, or damaged ones) unless
+        ``overwrite``, which deletes them (and the old stats.jsonl)."""
+        found = checkpoint_paths(self.out)
+        if found and not self.cfg.overwrite:
+            unreadable = "" if self.cfg.resume == "none" else ", none of them readable"
+            raise ValueError(f"--out {self.out} holds checkpoints of another run (newest: {found[0]}{unreadable}); "
+                             f"starting afresh would mix two runs: choose another --out, resume with --resume auto, "
+                             f"or pass --overwrite to delete them")
+        if self.rank == 0:
+            for path in found:
+                path.unlink()
+                self.log(f"deleted {path} (--overwrite)")
+            self._truncate_stats()
+
+    def _check_objective(self, state: dict) -> None:
+        """Refuse a resume whose objective options differ from the checkpoint's, unless each is allowed; record the
+        allowed ones (stats.jsonl and the checkpoints' ``config_changes``)."""
+        changes = objective_changes(json.loads(state.get("config", "{}")), self.cfg)
+        refused = {k: v for k, v in changes.items() if k not in self.cfg.allow_change}
+        if refused:
+            said = "; ".join(f"--{k.replace('_', '-')} {old} → {new}" for k, (old, new) in refused.items())
+            raise ValueError(f"{state['_path']} was trained with other objective settings ({said}): resuming would "
+                             f"change the run mid-way; pass --allow-change {' '.join(refused)} to change them from "
+                             f"step {state['step']} on, or choose another --out")
+        self.config_changes = list(state.get("config_changes", []))
+        if changes:
+            entry = {"step": state["step"], "changes": {k: list(v) for k, v in changes.items()}}
+            self.config_changes.append(entry)
+            self.log(f"from step {state['step']} on, this run changes {entry['changes']} (--allow-change)")
+            self.record({"step": state["step"], "config_change": entry["changes"]})
 
     def _load_model_state(self, state: dict) -> None:
         """Load the checkpoint's weights; one of another architecture or class count is named with both

@@ -224,12 +224,14 @@ def test_default_run_is_a_fixed_number_of_steps_whatever_the_load(tmp_path):
 def test_a_slow_run_says_so_once_with_the_reason():
     from types import SimpleNamespace
 
+    from dip.model.presets import Recipe
     from dip.runtime.cpu_load import slowdown_reason
+    from dip.training.config import TrainConfig
     from dip.training.loop import Trainer
 
     said = []
     stub = SimpleNamespace(step=40, device=torch.device("cpu"), log=said.append,
-                           cfg={"steps": 1000, "recipe": {"seconds_per_step": 1e-6}})
+                           cfg=TrainConfig(steps=1000, recipe=Recipe(seconds_per_step=1e-6)))
     Trainer.warn_if_slow(stub, started=0.0)  # under 50 steps: no estimate yet
     assert said == []
     stub.step = 50
