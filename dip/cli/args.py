@@ -6,6 +6,7 @@ are declared once here (``add_device_flags``, ``add_checkpoint_flags``, ``add_sa
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 from contextlib import contextmanager
 
@@ -97,7 +98,7 @@ def add_trust_flag(p: argparse.ArgumentParser, what: str = "FILE") -> None:
 def add_device_flags(p: argparse.ArgumentParser) -> None:
     """``--seed``, ``--device``, ``--precision`` and ``--kernels``: where and how a command computes."""
     a = p.add_argument
-    a("--seed", type=int, default=0)
+    a("--seed", type=number(int, 0, 2**64 - 1), default=0)
     a("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when present")
     a("--precision", choices=["bf16", "fp32"], default=None, help="bf16 autocast (default on CUDA) or fp32 (default "
                                                                  "on CPU)")
@@ -137,6 +138,8 @@ def add_sampling_flags(p: argparse.ArgumentParser) -> None:
 def settings_from_args(args, model, device: torch.device) -> SamplingSettings:
     """Flags → settings, the preset's recipe filling what was not given."""
     r = recipe(preset_of(model, args.model))
+    if args.method == "dopri5" and importlib.util.find_spec("torchdiffeq") is None:
+        raise ValueError("--method dopri5 uses torchdiffeq, which is not installed: pip install -e '.[solvers]'")
     if args.graph and (device.type != "cuda" or args.method not in MULTISTEP_ORDERS or args.skip_uncond):
         raise ValueError(f"--graph needs a CUDA device, --method {' / '.join(MULTISTEP_ORDERS)} and no --skip-uncond "
                          f"(got device {device.type}, method {args.method}, skip_uncond {args.skip_uncond})")

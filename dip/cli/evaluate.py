@@ -30,38 +30,78 @@ from ..diffusion.solvers import METHODS
 from ..evaluation.diagnostics import plot_spectra
 from ..evaluation.inception import InceptionFeatures
 from ..evaluation.monitor import model_stream
-from ..evaluation.statistics import FeatureSet, compare, reference_statistics, save_statistics, statistics_file
+from ..evaluation.statistics import (
+    FeatureSet,
+    check_protocol,
+    compare,
+    reference_statistics,
+    save_statistics,
+    statistics_file,
+)
 from ..io.atomic import atomic_write
 from ..io.checkpoints import trusted_by_name
 from ..io.image_streams import open_images
 from ..model.loading import load_model
 from ..runtime.distributed import init_distributed
 from ..runtime.folders import writable_folder
-from .args import add_sampling_flags, run_command, settings_from_args
+from .args import (
+    NON_NEGATIVE,
+    POSITIVE,
+    POSITIVE_INT,
+    UNIT,
+    add_sampling_flags,
+    number,
+    run_command,
+    settings_from_args,
+)
+
+AT_LEAST_TWO = number(int, 2)  # a covariance needs two images
 
 SWEEP_KEYS = {"cfg": "cfg_scale", "steps": "steps", "interval": "interval", "shift": "shift", "method": "method",
               "schedule": "schedule", "rule": "interval_rule"}
 
 
-def sweep_settings(base: SamplingSettings, sweep: list) -> list:
-    """The cartesian product of ``key=v1,v2`` sweeps over ``base`` (keys: cfg, steps, interval low:high, shift,
-    method, schedule, rule); method, schedule and rule names are checked before any sampling."""
+def sweep_axes(sweep: list) -> list:
+    """[[(setting, value), …] per ``key=v1,v2`` item] (keys: cfg, steps, interval low:high, shift, method, schedule,
+    rule), every value checked against the domain of its option (as the flags are) before any work."""
     axes = []
     for item in sweep:
         key, _, values = item.partition("=")
         if key not in SWEEP_KEYS or not values:
             raise ValueError(f"--sweep items are key=v1,v2,… with key in {', '.join(SWEEP_KEYS)}; got {item!r}")
-        parse = {"steps": int, "method": partial(one_of, METHODS, "method"),
-                 "schedule": partial(one_of, SCHEDULES, "schedule"), "rule": partial(one_of, INTERVAL_RULES, "rule"),
-                 "interval": lambda v: tuple(float(x) for x in v.split(":"))}.get(key, float)
-        axes.append([(SWEEP_KEYS[key], parse(v)) for v in values.split(",")])
-    return [replace(base, **dict(combo)) for combo in itertools.product(*axes)] or [base]
+        parse = {"steps": POSITIVE_INT, "cfg": NON_NEGATIVE, "shift": POSITIVE, "interval": interval_value,
+                 "method": partial(one_of, METHODS), "schedule": partial(one_of, SCHEDULES),
+                 "rule": partial(one_of, INTERVAL_RULES)}[key]
+        axis = []
+        for value in values.split(","):
+            try:
+                axis.append((SWEEP_KEYS[key], parse(value)))
+            except (argparse.ArgumentTypeError, ValueError) as err:
+                raise ValueError(f"--sweep {key}={value}: {err}") from None
+        axes.append(axis)
+    return axes
 
 
-def one_of(choices: tuple, what: str, value: str) -> str:
-    """``value`` if it is one of ``choices``, else a ValueError naming the sweep key and the choices."""
+def sweep_settings(base: SamplingSettings, sweep: list) -> list:
+    """The cartesian product of the ``sweep`` axes over ``base``."""
+    return [replace(base, **dict(combo)) for combo in itertools.product(*sweep_axes(sweep))] or [base]
+
+
+def interval_value(text: str) -> tuple:
+    """``low:high`` with 0 ≤ low ≤ high ≤ 1 (a reversed pair would silently disable guidance)."""
+    parts = text.split(":")
+    if len(parts) != 2:
+        raise ValueError("expected low:high")
+    low, high = (UNIT(p) for p in parts)
+    if low > high:
+        raise ValueError(f"low must be ≤ high, got {low:g}:{high:g}")
+    return low, high
+
+
+def one_of(choices: tuple, value: str) -> str:
+    """``value`` if it is one of ``choices``, else a ValueError listing them."""
     if value not in choices:
-        raise ValueError(f"--sweep {what}={value}: expected one of {', '.join(choices)}")
+        raise ValueError(f"expected one of {', '.join(choices)}")
     return value
 
 
@@ -80,14 +120,14 @@ def parser() -> argparse.ArgumentParser:
     a = p.add_argument
     a("--samples", help="generated images: a folder, an ADM .npz, or a checkpoint to sample from")
     a("--ref", required=True, help="reference: an ImageFolder / shards / 'digits', an .npz of images, or a stats .npz")
-    a("--ref-count", type=int, help="use a seeded random subset of this many reference images")
+    a("--ref-count", type=POSITIVE_INT, help="use a seeded random subset of this many reference images")
     a("--save-ref-stats", help="write the reference statistics here (reuse them with --ref)")
-    a("--image-size", type=int, help="reference crop size when there are no samples (default: the samples')")
-    a("--patch-size", type=int, help="patch period of the seam score (default: the checkpoint's, else 16)")
+    a("--image-size", type=POSITIVE_INT, help="reference crop size when there are no samples (default: the samples')")
+    a("--patch-size", type=POSITIVE_INT, help="patch period of the seam score (default: the checkpoint's, else 16)")
     a("--inception-logits", help="pt_inception-2015-12-05 weights file: enables the Inception Score")
-    a("--num-samples", type=int, default=50_000, help="images drawn from a checkpoint (or read from a source)")
-    a("--sample-batch", type=int, default=64, help="generation batch")
-    a("--batch", type=int, default=100, help="Inception batch")
+    a("--num-samples", type=AT_LEAST_TWO, default=50_000, help="images drawn from a checkpoint (or read from a source)")
+    a("--sample-batch", type=POSITIVE_INT, default=64, help="generation batch")
+    a("--batch", type=POSITIVE_INT, default=100, help="Inception batch")
     a("--sweep", nargs="+", default=[],
       help="key=v1,v2 … (cfg, steps, interval low:high, shift, method, schedule, rule)")
     a("--out", default="eval", help="folder for metrics.json and spectra.png")
@@ -108,8 +148,6 @@ def _generated_streams(args, device):
             label = f"cfg {s.cfg_scale} int {s.interval} N {s.steps} {s.method} {s.schedule} {s.interval_rule}"
             streams.append((label, s, stream))
         return streams, args.patch_size or model.patch_size
-    if args.sweep:
-        raise ValueError("--sweep needs a checkpoint in --samples")
     stream = open_images(args.samples, None, args.num_samples)
     return [(str(path), None, stream)], args.patch_size or 16
 
@@ -128,6 +166,9 @@ def _check_sources(args) -> None:
             raise FileNotFoundError(f"{option} {spec} not found (expected {expected[option]})")
     if args.samples:
         writable_folder(args.out, "--out")
+    sweep_axes(args.sweep)
+    if args.sweep and not (args.samples and Path(args.samples).is_file() and Path(args.samples).suffix != ".npz"):
+        raise ValueError("--sweep needs a checkpoint in --samples")
 
 
 def run_evaluation(args) -> dict:
@@ -137,10 +178,14 @@ def run_evaluation(args) -> dict:
     streams, patch = _generated_streams(args, device) if args.samples else ([], args.patch_size or 16)
     size = streams[0][2].size if streams else args.image_size
     ref = statistics_file(args.ref)
+    if ref is not None and size is not None:
+        check_protocol({"image_size": size}, ref)  # before any sample goes through Inception
     network = InceptionFeatures(args.inception_logits, device=device)
     if ref is None:
         ref = reference_statistics(args.ref, size, network, patch, batch=args.batch, limit=args.ref_count,
                                    seed=args.seed)
+    if int(ref.get("count", 2)) < 2:
+        raise ValueError(f"--ref {args.ref} holds {int(ref['count'])} image(s): a covariance needs at least 2")
     if args.save_ref_stats:
         print(f"wrote {save_statistics(ref, args.save_ref_stats)}")
     out = Path(args.out)
@@ -150,6 +195,9 @@ def run_evaluation(args) -> dict:
         start = time.time()
         gen = FeatureSet(network, patch).read(stream, args.batch, "generated").statistics()
         metrics = compare(gen, ref, device)
+        if not metrics["fid"]["full_rank"]:
+            print(f"note: FID from {gen['count']} generated and {int(ref.get('count', 0))} reference images, fewer "
+                  f"than the {gen['mu'].numel()} features on a side: a proxy to compare settings, not a score")
         report["runs"].append({"source": stream.describe, "sampling": settings.describe() if settings else None,
                                "seconds": round(time.time() - start, 1), "metrics": metrics})
         spectra[label] = gen["spectrum"]

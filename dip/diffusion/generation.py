@@ -9,6 +9,7 @@ import torch
 from tqdm import tqdm
 
 from ..io.image_writers import to_uint8
+from ..runtime.seeds import SAMPLING, SDE, per_sample_seed
 from .graphed_sampler import GraphedSampler, store_autocast_weights
 from .solvers import sample
 
@@ -18,9 +19,14 @@ def sample_noise(seed: int, indices: list, shape: tuple) -> torch.Tensor:
     g = torch.Generator()
     out = []
     for i in indices:
-        g.manual_seed((seed + 1) * 0x632BE5AB + i)
+        g.manual_seed(per_sample_seed(seed, i, SAMPLING))
         out.append(torch.randn(shape, generator=g))
     return torch.stack(out)
+
+
+def sde_generators(seed: int, indices: list) -> list:
+    """One generator per sample for the SDE sampler's noise, seeded by (seed, i): batch-invariant paths."""
+    return [torch.Generator().manual_seed(per_sample_seed(seed, i, SDE)) for i in indices]
 
 
 @dataclass(frozen=True)
@@ -76,5 +82,8 @@ def generate(model, indices: list, settings: SamplingSettings, *, batch: int, pr
                            interval=settings.interval, shift=settings.shift, method=settings.method,
                            schedule=settings.schedule,
                            skip_uncond=settings.skip_uncond, interval_rule=settings.interval_rule,
-                           generator=torch.Generator().manual_seed(settings.seed + idx[0]))
+                           generator=sde_generators(settings.seed, idx))
+        if not bool(torch.isfinite(x).all()):  # NaN would become black pixels
+            raise ValueError(f"the model produced non-finite values for samples {idx[0]}…{idx[-1]} (damaged or "
+                             f"diverged weights?)")
         yield to_uint8(x).cpu(), y.cpu()

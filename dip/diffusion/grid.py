@@ -3,7 +3,8 @@
     grid: t_i = i/N for i < N (or the cosine schedule), t_N = 1; optional shift t ↦ t / (t + s·(1 − t))
 
 Whether step i is inside the guidance interval is decided, by default, the authors' way: on the float32 grid
-(a float32 linspace, then the shift formula, in float32) compared with the bounds in float32 (``rule="float32"``).
+(``linspace(0, 1 − 1/N, N)`` in float32 with 1 appended, then the shift formula, in float32) compared with the bounds
+in float32 (``rule="float32"``).
 ``rule="exact"`` decides on the exact times i/N instead; the two differ at some (N, bound) pairs, e.g. N = 25 with
 high = 0.4, where the float32 t_10 is 0.39999998 (docs/model.md §7). ``rule="aligned"`` puts grid points on the
 bounds and guides exactly between them (``step_grid``; docs/model.md §7.2).
@@ -58,8 +59,8 @@ def guided_steps(steps: int, interval: tuple, *, shift: float = 1.0, inclusive_h
     if rule == "exact":
         return [in_interval(t, interval, inclusive_high) for t in time_points(steps, shift, schedule)[:-1]]
     low, high = interval
-    if schedule == "uniform":
-        t = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float32)
+    if schedule == "uniform":  # the authors' construction: N float32 points up to 1 − 1/N, then 1 appended
+        t = torch.cat([torch.linspace(0.0, 1.0 - 1.0 / steps, steps, dtype=torch.float32), torch.ones(1)])
         t = t / (t + shift * (1 - t))  # float32 throughout, as the authors; Python bounds compare in float32
     else:
         t = time_grid(steps, shift, schedule=schedule)
@@ -87,6 +88,11 @@ def step_grid(steps: int, interval: tuple, *, shift: float = 1.0, schedule: str 
     guides the steps whose midpoint is inside the interval — the steps between the bounds, the continuous-time
     rule that the dopri5 reference follows, without the up-to-one-step-late switch of the per-point rules."""
     points = time_points(steps, shift, schedule)
+    repeated = [i for i in range(steps) if points[i + 1] <= points[i]]
+    if repeated:
+        i = repeated[0]
+        raise ValueError(f"the {steps}-step {schedule} grid with shift {shift:g} repeats a time (t_{i} = t_{i + 1} = "
+                         f"{points[i]!r}): use a larger shift or fewer steps")
     if rule != "aligned":
         return points, guided_steps(steps, interval, shift=shift, inclusive_high=inclusive_high, rule=rule,
                                     schedule=schedule)

@@ -38,7 +38,7 @@ class SolverOptions:
     schedule: str = "uniform"
     interval_rule: str = "float32"
     sde_scale: float = 1.0
-    generator: torch.Generator | None = None
+    generator: torch.Generator | list | None = None  # the SDE's noise: one generator, or one per sample
     progress: Callable | None = None
     rtol: float = 1e-5
 
@@ -79,18 +79,28 @@ def heun(field: GuidedField, x: torch.Tensor, options: SolverOptions) -> torch.T
 def euler_maruyama(field: GuidedField, x: torch.Tensor, options: SolverOptions) -> torch.Tensor:
     """Euler–Maruyama on the marginal-preserving SDE (module doc); the last step is a plain Euler step."""
     grid_t, guided = options.grid()
-    lam, generator = options.sde_scale, options.generator
+    lam = options.sde_scale
     for i in options.step_range():
         t, t_next = grid_t[i], grid_t[i + 1]
         dt = t_next - t
         v = field(x, t, guided[i])
         if i < options.steps - 1:
             drift = v - lam * (x - t * v)
-            dw = torch.randn(x.shape, generator=generator, device="cpu" if generator is None else generator.device)
-            x = x + dt * drift + (2 * lam * (1 - t) * dt) ** 0.5 * dw.to(x.device)
+            x = x + dt * drift + (2 * lam * (1 - t) * dt) ** 0.5 * brownian(x, options.generator)
         else:
             x = x + dt * v
     return x
+
+
+def brownian(x: torch.Tensor, generator) -> torch.Tensor:
+    """A standard normal increment shaped like ``x``: from one generator, or — a list of one generator per sample —
+    sample by sample, so that each sample's path does not depend on the batch it is in."""
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != x.shape[0]:
+            raise ValueError(f"one generator per sample expected: {x.shape[0]} samples, {len(generator)} generators")
+        return torch.stack([torch.randn(x.shape[1:], generator=g, device=g.device) for g in generator]).to(x.device)
+    device = "cpu" if generator is None else generator.device
+    return torch.randn(x.shape, generator=generator, device=device).to(x.device)
 
 
 def adaptive_reference(field: GuidedField, x: torch.Tensor, options: SolverOptions) -> torch.Tensor:
@@ -107,7 +117,7 @@ METHODS = tuple(SOLVERS)
 @torch.no_grad()
 def sample(model: Model, noise: torch.Tensor, y: torch.Tensor, *, null_label: int, steps: int = 100,
            cfg_scale: float = 1.0, interval: tuple = (0.0, 1.0), shift: float = 1.0, method: str = "euler",
-           skip_uncond: bool = False, sde_scale: float = 1.0, generator: torch.Generator | None = None,
+           skip_uncond: bool = False, sde_scale: float = 1.0, generator: torch.Generator | list | None = None,
            progress: Callable | None = None, interval_rule: str = "float32", schedule: str = "uniform",
            rtol: float = 1e-5) -> torch.Tensor:
     """x₁ (B, C, H, W) fp32: ``noise`` (B, C, H, W) integrated from t = 0 to 1 for labels ``y`` (B,) by the solver

@@ -137,13 +137,21 @@ def check_protocol(gen: dict, ref: dict) -> None:
         raise ValueError(f"the reference statistics come from {ref['network']}, this evaluation uses {NETWORK}")
 
 
+def full_rank(mu: torch.Tensor, generated: int, reference: int | None) -> bool:
+    """Whether both covariances can have full rank: more images on each side than the feature width. Below it the
+    Fréchet distance is still defined but biased and noisy — a proxy to compare runs with, not a score."""
+    return min(generated, reference or generated) > mu.numel()
+
+
 def compare(gen: dict, ref: dict, device="cpu") -> dict:
     """Every metric of generated vs reference statistics, each with the number of images it used (the k-NN
     distances of precision/recall run on ``device``)."""
     check_protocol(gen, ref)
     n, m = gen["count"], int(ref.get("count", 0)) or None
-    out = {"fid": _metric(frechet_distance(gen["mu"], gen["sigma"], ref["mu"], ref["sigma"]), n, m),
-           "sfid": _metric(frechet_distance(gen["mu_s"], gen["sigma_s"], ref["mu_s"], ref["sigma_s"]), n, m)}
+    out = {"fid": _metric(frechet_distance(gen["mu"], gen["sigma"], ref["mu"], ref["sigma"]), n, m,
+                          full_rank=full_rank(gen["mu"], n, m)),
+           "sfid": _metric(frechet_distance(gen["mu_s"], gen["sigma_s"], ref["mu_s"], ref["sigma_s"]), n, m,
+                           full_rank=full_rank(gen["mu_s"], n, m))}
     if "probs" in gen:
         out["inception_score"] = _metric(inception_score(gen["probs"]), n)
     else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 import types
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -65,11 +66,26 @@ class _restricted_pickle:  # the ``pickle_module`` interface torch.load expects
         return _RestrictedUnpickler(file, **kwargs).load()
 
 
+class NotACheckpoint(ValueError):
+    """A file that is no checkpoint format at all (never advise trusting it)."""
+
+
 class UntrustedFile(ValueError):
     """A file ``torch.load(weights_only=True)`` refuses, given without the caller's trust."""
 
 
+def _is_torch_file(path: Path) -> bool:
+    """A ``torch.save`` file: a zip archive (the format since torch 1.6) or a legacy pickle (protocol ≥ 2)."""
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as f:
+        return f.read(1) == b"\x80"
+
+
 def _torch_load(path: Path, trust: bool):
+    if not _is_torch_file(path):
+        raise NotACheckpoint(f"{path} is not a checkpoint: neither a torch.save archive nor a pickle (expected a "
+                         f".pt/.pth/.ckpt or .safetensors file of DiP weights)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -103,13 +119,14 @@ def read_file(path, trust: bool = False) -> dict:
 
             return load_file(str(path))
         obj = _torch_load(path, trust)
-    except UntrustedFile:
+    except (UntrustedFile, NotACheckpoint):
         raise
     except Exception as err:  # truncated zip, wrong magic, bad safetensors header …
         raise ValueError(f"{path} is not a readable checkpoint (expected a torch.save or .safetensors file of DiP "
                          f"weights): {type(err).__name__}: {err}") from None
     if not isinstance(obj, dict):
         raise ValueError(f"{path} holds a {type(obj).__name__}, expected a dict of tensors or a Lightning checkpoint")
+    verify_checksums(obj, path)  # dip.train's checkpoints: every tensor against the checksum stored with it
     return obj
 
 

@@ -143,7 +143,7 @@ def sample_indices(seed: int, dataset_size: int, start: int, count: int) -> torc
     epochs, pos = g // dataset_size, g % dataset_size
     out = torch.empty(count, dtype=torch.long)
     for e in epochs.unique().tolist():
-        perm = torch.randperm(dataset_size, generator=torch.Generator().manual_seed(seed * 1_000_003 + e))
+        perm = torch.randperm(dataset_size, generator=torch.Generator().manual_seed((seed * 1_000_003 + e) % 2**64))
         sel = epochs == e
         out[sel] = perm[pos[sel]]
     return out

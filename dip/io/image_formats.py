@@ -34,8 +34,21 @@ def image_files(folder: Path, recursive: bool = True) -> list[Path]:
 
 
 def class_folders(root: Path) -> list[str]:
-    """The class sub-folders of an ImageFolder root, hidden and tool folders skipped, sorted by name."""
-    return sorted(d.name for d in Path(root).iterdir() if d.is_dir() and not d.name.startswith((".", "__")))
+    """The class sub-folders of an ImageFolder root, hidden and tool folders skipped, sorted by name. A linked folder
+    that leads back into the tree (the root, a folder in it, or above it) is refused, naming it: it would make a
+    class of images the dataset already holds."""
+    root = Path(root)
+    names = []
+    for d in sorted(root.iterdir()):
+        if not d.is_dir() or d.name.startswith((".", "__")):
+            continue
+        if d.is_symlink():
+            target, top = d.resolve(), root.resolve()
+            if target == top or top in target.parents or target in top.parents:
+                raise ValueError(f"{d} links back into the dataset ({target}): it would repeat images the dataset "
+                                 f"already holds as a class of their own; remove the link")
+        names.append(d.name)
+    return names
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

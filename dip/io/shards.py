@@ -22,6 +22,7 @@ def prepare(src, out, size: int, shard_size: int = 10_000, workers: int = 8) -> 
     from tqdm import tqdm
 
     folder = ImageFolder(src, size)
+    folder.check()  # every header read before the first shard is written: a bad file is named now
     out = Path(out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "meta.json").is_file())):
         raise ValueError(f"--out {out} exists and is not a dip shard folder (no meta.json): choose another --out")

@@ -110,6 +110,9 @@ def resolve(options) -> TrainConfig:
         raise ValueError(f"--t-mix needs 0 ≤ FRACTION ≤ 1 and STD > 0, got {list(cfg.t_mix)}")
     if cfg.lr_decay and cfg.steps is None:
         raise ValueError("--lr-decay needs a fixed number of --steps (not a --minutes budget)")
+    if cfg.lr_decay and round(cfg.lr_decay * cfg.steps) < 2:  # one decay step would keep the full lr
+        raise ValueError(f"--lr-decay {cfg.lr_decay:g} of {cfg.steps} steps is {cfg.lr_decay * cfg.steps:g} steps; a "
+                         f"decay needs at least 2 (--lr-decay ≥ {2 / cfg.steps:g} here)")
     unknown = sorted(set(cfg.allow_change) - set(OBJECTIVE) - {"steps"})
     if unknown:
         raise ValueError(f"--allow-change takes options among {', '.join(OBJECTIVE + ('steps',))}; got {unknown}")

@@ -9,6 +9,7 @@ import torch
 
 from ..diffusion.flow import logit_normal_t
 from ..io.datasets import load_batch, sample_indices
+from ..runtime.seeds import TRAINING, per_sample_seed
 from .config import TrainConfig
 
 
@@ -19,7 +20,7 @@ def per_sample_draws(seed: int, indices: Sequence[int], shape: tuple, device) ->
     g = torch.Generator(device=device)
     noise, n, u, c = [], [], [], []
     for i in indices:
-        g.manual_seed((seed + 1) * 0x9E3779B1 + i)
+        g.manual_seed(per_sample_seed(seed, i, TRAINING))
         noise.append(torch.randn(shape, generator=g, device=device))
         n.append(torch.randn(1, generator=g, device=device))
         u.append(torch.rand(1, generator=g, device=device))

@@ -61,7 +61,7 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.tf32
         torch.manual_seed(cfg.seed)  # the initial weights
         random.seed(cfg.seed)
-        np.random.seed(cfg.seed)
+        np.random.seed(cfg.seed % 2**32)  # NumPy takes 32-bit seeds
         self.out = writable_folder(cfg.out, "--out") if self.rank == 0 else Path(cfg.out)
         self.lock = RunLock(self.out) if self.rank == 0 else None  # one writer per run folder
         if self.lock is not None:  # no write is in flight: what an interrupted atomic write left is garbage

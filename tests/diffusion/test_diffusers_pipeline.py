@@ -66,3 +66,43 @@ def test_pipeline_outputs_pil_images():
     with pytest.raises(ValueError, match="takes no custom sigmas"):
         pipeline(random_model(), diffusers.DPMSolverMultistepScheduler(use_flow_sigmas=True))(
             [1], num_inference_steps=2, sigmas=[1.0, 0.5])
+
+
+@pytest.mark.parametrize("call, match", [
+    (dict(num_inference_steps=0), "num_inference_steps"),
+    (dict(class_labels=[0.9, 1.9, 2.9]), "class_labels"),
+    (dict(class_labels=["cat", 1]), "class_labels"),
+    (dict(class_labels=[1, 11]), "class_labels"),
+    (dict(guidance_interval=(0.97, 0.11)), "guidance_interval"),
+    (dict(output_type="latent"), "output_type"),
+    (dict(generator=[torch.Generator()] * 2), "one per label"),
+    (dict(latents=torch.zeros(2, 3, 32, 32)), "latents"),
+])
+def test_bad_arguments_are_named_before_any_step(call, match):
+    import diffusers
+
+    pipe = pipeline(random_model(), diffusers.FlowMatchEulerDiscreteScheduler())
+    steps = []
+    pipe.velocity = lambda *a, **k: steps.append(1)  # no step may run
+    kwargs = {"class_labels": [1, 2, 3], "num_inference_steps": 2, **call}
+    with pytest.raises(ValueError, match=match):
+        pipe(kwargs.pop("class_labels"), **kwargs)
+    assert steps == []
+
+
+def test_a_non_flow_matching_scheduler_is_refused():
+    import diffusers
+
+    with pytest.raises(ValueError, match="not a flow-matching scheduler"):
+        pipeline(random_model(), diffusers.DDPMScheduler())([1], num_inference_steps=2)
+
+
+def test_one_generator_per_label_gives_per_sample_noise():
+    import diffusers
+
+    pipe = pipeline(random_model(), diffusers.FlowMatchEulerDiscreteScheduler())
+    def gens(seeds):
+        return [torch.Generator().manual_seed(s) for s in seeds]
+    both = pipe([1, 2], num_inference_steps=2, generator=gens([5, 6]), output_type="pt").images
+    alone = pipe([2], num_inference_steps=2, generator=gens([6]), output_type="pt").images
+    torch.testing.assert_close(both[1:], alone, rtol=1e-5, atol=1e-5)

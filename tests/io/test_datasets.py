@@ -118,3 +118,26 @@ def test_prepare_replaces_a_whole_shard_folder_and_refuses_a_foreign_one(tmp_pat
     with pytest.raises(ValueError, match="is not a dip shard folder"):
         prepare(tmp_path / "imgs", foreign, 8)
     assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+def test_a_link_back_into_the_dataset_is_refused(tmp_path):
+    make_folder(tmp_path / "imgs")
+    (tmp_path / "imgs" / "loop").symlink_to(tmp_path / "imgs", target_is_directory=True)
+    with pytest.raises(ValueError, match="loop links back into the dataset"):
+        ImageFolder(tmp_path / "imgs", 8)
+    elsewhere = tmp_path / "extra" / "cls"
+    elsewhere.mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(elsewhere / "x.png")
+    (tmp_path / "imgs" / "loop").unlink()
+    (tmp_path / "imgs" / "linked").symlink_to(elsewhere, target_is_directory=True)  # outside the tree: a class
+    data = ImageFolder(tmp_path / "imgs", 8)
+    assert data.classes == ["ant", "cat", "linked"] and len(data) == 7
+
+
+def test_prepare_reads_every_header_before_writing_a_shard(tmp_path):
+    make_folder(tmp_path / "imgs")
+    bad = next((tmp_path / "imgs").rglob("*.png"))
+    bad.write_bytes(b"\x89PNG not really")
+    with pytest.raises(ValueError, match="cannot read image"):
+        prepare(tmp_path / "imgs", tmp_path / "shards", 8, shard_size=1, workers=1)
+    assert not (tmp_path / "shards").exists() and not (tmp_path / ".shards.preparing").exists()

@@ -44,3 +44,58 @@ def test_checkpoint_conversion_command(tmp_path):
     loaded = DiP.from_pretrained(tmp_path / "hub")
     for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+@pytest.fixture
+def folder(tmp_path, monkeypatch):
+    """A saved DiP-T/8 folder; the Hub offline (nothing here may reach the network)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    random_model().save_pretrained(tmp_path / "hub")
+    return tmp_path / "hub"
+
+
+def test_a_flipped_weight_byte_is_caught_by_the_digest(folder):
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 0x10  # inside the last tensor's data
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="do not match the digest"):
+        DiP.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("keep", [0, 50])
+def test_truncated_weights_are_named(folder, keep):
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:keep])
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        DiP.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("change", [{"hidden_size": 64}, {"num_classes": 5}, {"head_base_width": 16},
+                                    {"patch_size": 16}])
+def test_a_config_json_of_another_architecture_names_it(folder, change):
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **change}))
+    with pytest.raises(ValueError, match="config.json"):
+        DiP.from_pretrained(folder)
+
+
+def test_an_override_that_contradicts_the_weights_is_named(folder):
+    with pytest.raises(ValueError, match="does not fit the architecture"):
+        DiP.from_pretrained(folder, num_classes=5)
+
+
+def test_missing_files_and_local_paths_are_not_found_at_once(folder, tmp_path):
+    (folder / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="has no config.json"):
+        DiP.from_pretrained(folder)
+    for missing in (tmp_path / "nowhere", "./nowhere", "runs/x/y"):
+        with pytest.raises(FileNotFoundError, match="not found"):
+            DiP.from_pretrained(missing)
+
+
+def test_an_unwritable_folder_is_named_before_writing(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ValueError, match="is a file"):
+        random_model().save_pretrained(blocker)
