@@ -172,7 +172,8 @@ def plan(args, cuda: bool) -> list:
             rows += [("sample", dict(backend=backend, compiled=compiled, merged=m, graph=g))
                      for m in merged for g in graphs if not (g and compiled)]
         rows.append(("split", dict(backend=backend)))
-    return rows
+    kinds = set(args.modes.split(","))
+    return [(kind, kw) for kind, kw in rows if kind in kinds]
 
 
 def main(argv=None):
@@ -189,6 +190,8 @@ def main(argv=None):
                                                        "sampling eager/compiled/graph")
     p.add_argument("--sample-steps", type=int, default=None, help="default 100 on CUDA, 3 on CPU")
     p.add_argument("--sample-batch", type=int, default=None, help="throughput batch (default 64 on CUDA, 2 on CPU)")
+    p.add_argument("--modes", default="train,sample,split", help="which rows: train (dip.train's step), sample, split "
+                                                                 "(the forward's DiT / head split)")
     p.add_argument("--reps", type=int, default=None)
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)

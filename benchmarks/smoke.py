@@ -13,9 +13,9 @@ from benchmarks.common import environment, write_json
 from dip import create_model
 
 
-def run(backend: str, device: torch.device, preset: str, batch: int):
+def run(backend: str, device: torch.device, preset: str, batch: int, image_size: int | None = None):
     torch.manual_seed(0)
-    model = create_model(preset, kernels=backend).to(device)
+    model = create_model(preset, kernels=backend, **({"image_size": image_size} if image_size else {})).to(device)
     x = torch.randn(batch, 3, model.image_size, model.image_size, device=device)
     t = torch.rand(batch, device=device)
     y = torch.randint(0, model.num_classes + 1, (batch,), device=device)
@@ -32,12 +32,14 @@ def main(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--preset", default="DiP-S/16")
     p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--image-size", type=int, default=None, help="default: the preset's")
+    p.add_argument("--backends", default="torch,triton,cuda,auto")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     device = torch.device(args.device)
     results, ref = {}, None
-    for backend in ("torch", "triton", "cuda", "auto"):
-        v, info = run(backend, device, args.preset, args.batch)
+    for backend in args.backends.split(","):
+        v, info = run(backend, device, args.preset, args.batch, args.image_size)
         ref = v if ref is None else ref
         info["max_abs_diff_vs_torch"] = float((v - ref).abs().max())
         results[backend] = info

@@ -17,6 +17,8 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from dip_kernels.preferences import load_preferences
+
 BACKEND_OF = {"eager": "torch", "eager_channels_last": "torch", "triton": "triton", "cuda": "cuda"}
 
 
@@ -45,15 +47,16 @@ def choose(per_key: dict) -> tuple[str, dict]:
     return (min(totals, key=totals.get) if totals else "torch"), totals
 
 
-def derive(paths: list) -> tuple[str, dict, dict, dict]:
-    """(arch, {op: backend}, {op: {backend: ms}}, environment) from benchmark JSON files of one run."""
+def derive(paths: list, arch: str | None = None) -> tuple[str, dict, dict, dict]:
+    """(arch, {op: backend}, {op: {backend: ms}}, environment) from benchmark JSON files of one run (``arch``: the
+    architecture to file them under when the files name none — the CPU rehearsal)."""
     merged, envs = defaultdict(dict), []
     for path in paths:
         payload = json.loads(Path(path).read_text())
         envs.append(payload.get("environment", {}))
         for op, per_key in timings(payload).items():
             merged[op].update(per_key)
-    archs = {e.get("arch") for e in envs}
+    archs = {e.get("arch") or arch for e in envs}
     if len(archs) != 1 or None in archs:
         raise ValueError(f"the files must come from one CUDA architecture, got {sorted(map(str, archs))}")
     table, measured = {}, {}
@@ -66,8 +69,9 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("files", nargs="+", help="bench_ops / bench_detailer --per-layer JSON of one GPU run")
     p.add_argument("--out", default="dip_kernels/preferences.json")
+    p.add_argument("--arch", default=None, help="file CPU measurements under this architecture (the rehearsal)")
     args = p.parse_args(argv)
-    arch, table, measured, env = derive(args.files)
+    arch, table, measured, env = derive(args.files, args.arch)
     out = Path(args.out)
     doc = json.loads(out.read_text()) if out.is_file() else {}
     doc[arch] = {"backends": table, "fwd+bwd ms": measured, "environment": env,
@@ -77,6 +81,9 @@ def main(argv=None) -> dict:
     for op, backend in table.items():
         print(f"{arch} {op:<26} {backend:<7} " + "  ".join(f"{b} {ms:.3f} ms" for b, ms in measured[op].items()))
     print(f"wrote {out}")
+    loaded = load_preferences(out)[arch]  # what ``auto`` will pick from this file
+    if {op: loaded[op] for op in table} != table:
+        raise SystemExit(f"{out} does not load back as written: {loaded} vs {table}")
     return doc
 
 
