@@ -56,12 +56,14 @@ def _width(mnemonic: str) -> str:
 
 
 def sass_counts(code: str) -> dict:
-    """Global access widths (LDG/STG by bits), cp.async (LDGSTS) and TMA, wgmma (HGMMA) and mma (HMMA) counts."""
+    """Global access widths by bits of plain loads and stores (LDG/STG) and of cp.async (LDGSTS), whole opcodes only
+    (LDGSTS and LDGDEPBAR are not LDGs), TMA loads, wgmma (HGMMA) and mma (HMMA) counts."""
     counts = {}
-    for op, mnemonic in re.findall(r"\b(LDG|STG)(\.[\w.]+)?", code):
-        key = f"{op}.{_width(mnemonic or '')}"
+    for op, mnemonic in re.findall(r"\b(LDGSTS|LDG|STG)(?![A-Z0-9_])((?:\.\w+)*)", code):
+        key = f"{op}.{_width(mnemonic)}"
         counts[key] = counts.get(key, 0) + 1
-    counts["cp_async"] = len(re.findall(r"\bLDGSTS\b", code)) + len(re.findall(r"\bUTMALDG\b", code))
+    counts["tma"] = len(re.findall(r"\bUTMALDG\b", code))
+    counts["cp_async"] = sum(v for k, v in counts.items() if k.startswith("LDGSTS.")) + counts["tma"]
     counts["wgmma"] = len(re.findall(r"\bHGMMA\b", code))
     counts["mma"] = len(re.findall(r"\bHMMA\b", code))
     return counts

@@ -89,10 +89,14 @@ def _setup(ctx, inputs, output):
     r, _, mean, rstd = output
     ctx.norm, ctx.has_res, ctx.backend = norm, branch is not None, backend
     ctx.save_for_backward(r if ctx.has_res else x, branch, gate, weight, shift, scale, mean, rstd)
+    ctx.mark_non_differentiable(mean, rstd)
+    ctx.set_materialize_grads(False)  # no zero-filled gradients for the statistics (or an unused residual output)
 
 
 def _backward(ctx, d_r, d_h, _d_mean, _d_rstd):
     r, branch, gate, weight, shift, scale, mean, rstd = ctx.saved_tensors
+    if d_h is None:  # the normalised output unused (never in DiP): its gradient is zero
+        d_h = torch.zeros_like(r)
     same = r.dtype if ctx.backend == "cuda" else None  # the CUDA kernels take one activation dtype
     # the kernels index (B, T, D) gradients densely: any other layout autograd hands over is copied
     dr = d_r.contiguous().to(same or d_r.dtype) if ctx.has_res and d_r is not None else None
