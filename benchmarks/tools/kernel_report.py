@@ -57,7 +57,7 @@ def _run(args: list, env: dict | None = None) -> None:
 
 def capture(backend: str, preset: str, batch: int, depth: int, tmp: Path) -> dict:
     """One step's launches and glue (kernel_capture.py in a subprocess with the interpreter and the emulator)."""
-    out = tmp / f"capture_{backend}.json"
+    out = tmp / f"capture_{backend}_depth{depth}.json"  # kept under --captures DIR
     env = {**os.environ, "TRITON_INTERPRET": "1", "DIP_CUDA_EMULATE": "1", "DIP_LAUNCH_AS_SMS": "132"}
     _run(["-m", "benchmarks.tools.kernel_capture", backend, preset, str(batch), str(depth), str(out)], env)
     return json.loads(out.read_text())
@@ -223,6 +223,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--archs", default="90,80")
     p.add_argument("--backends", default="triton,cuda")
     p.add_argument("--out", default=None, help="JSON output")
+    p.add_argument("--captures", default=None, help="keep the raw captures in this folder")
     return p
 
 
@@ -235,8 +236,10 @@ def main(argv=None) -> dict:
               "batch": args.batch, "archs": {}, "tf32": "fp32 tl.dot uses TF32 only where "
               "torch.backends.cuda.matmul.allow_tf32 is set (the training CLI sets it); bf16 autocast uses bf16"}
     blocks = full_depth - args.depth
-    with tempfile.TemporaryDirectory() as tmp:
-        caps = {b: tuple(capture(b, args.preset, args.batch, d, Path(tmp)) for d in (args.depth, args.depth + 1))
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = Path(args.captures or scratch)
+        tmp.mkdir(parents=True, exist_ok=True)
+        caps = {b: tuple(capture(b, args.preset, args.batch, d, tmp) for d in (args.depth, args.depth + 1))
                 for b in backends}
         for arch in archs:
             launches = [cap["launches"] for cap in caps.get("triton", ({"launches": []}, {"launches": []}))]

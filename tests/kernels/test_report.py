@@ -14,12 +14,19 @@ MEMORY_BOUND = ("block_boundary", "qk_norm_rope", "final_context", "swiglu")  # 
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
-    out = tmp_path_factory.mktemp("report") / "report.json"
+def report_folder(tmp_path_factory):
+    """The report of DiP-XL/16 at batch 32 from captures at depths 1 and 2 (kept beside it)."""
+    folder = tmp_path_factory.mktemp("report")
     done = subprocess.run([sys.executable, "-m", "benchmarks.tools.kernel_report", "--depth", "1", "--archs", "90,80",
-                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=1200)
+                           "--out", str(folder / "report.json"), "--captures", str(folder)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return json.loads(out.read_text())
+    return folder
+
+
+@pytest.fixture(scope="module")
+def report(report_folder):
+    return json.loads((report_folder / "report.json").read_text())
 
 
 def _rows(report, arch="sm_90", backend="triton", ops=MEMORY_BOUND):
@@ -93,11 +100,12 @@ def test_no_zero_filled_gradients(report, backend):
     assert zero < 1 << 20, report["glue_bytes_per_step"]
 
 
-def test_the_depth_extrapolation_equals_a_direct_capture(tmp_path):
+def test_the_depth_extrapolation_equals_a_direct_capture(report_folder, tmp_path):
     """Every per-step figure is f(1) + k·(f(2) − f(1)); at k = 2 it must equal a capture of 3 blocks."""
     from benchmarks.tools import kernel_report as kr
 
-    caps = [kr.capture("triton", "DiP-XL/16", 32, depth, tmp_path) for depth in (1, 2, 3)]
+    caps = [json.loads((report_folder / f"capture_triton_depth{d}.json").read_text()) for d in (1, 2)]
+    caps.append(kr.capture("triton", "DiP-XL/16", 32, 3, tmp_path))
     for count in (kr._traffic_counts, lambda cap: {"n": len(cap["launches"])}):
         assert kr.extrapolate(count(caps[0]), count(caps[1]), 2) == count(caps[2])
     assert kr.glue_summary(caps[:2], 2) == kr.glue_summary((caps[2], caps[2]), 0)
