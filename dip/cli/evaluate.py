@@ -30,30 +30,16 @@ from ..diffusion.solvers import METHODS
 from ..evaluation.diagnostics import plot_spectra
 from ..evaluation.inception import InceptionFeatures
 from ..evaluation.monitor import model_stream
-from ..evaluation.statistics import (
-    FeatureSet,
-    check_protocol,
-    compare,
-    reference_statistics,
-    save_statistics,
-    statistics_file,
-)
+from ..evaluation.statistics import (FeatureSet, check_protocol, compare, reference_statistics, save_statistics,
+                                     statistics_file)
 from ..io.atomic import atomic_write
 from ..io.checkpoints import trusted_by_name
 from ..io.image_streams import open_images
 from ..model.loading import load_model
 from ..runtime.distributed import init_distributed
 from ..runtime.folders import writable_folder
-from .args import (
-    NON_NEGATIVE,
-    POSITIVE,
-    POSITIVE_INT,
-    UNIT,
-    add_sampling_flags,
-    number,
-    run_command,
-    settings_from_args,
-)
+from .args import (NON_NEGATIVE, POSITIVE, POSITIVE_INT, UNIT, add_sampling_flags, number, run_command,
+                   settings_from_args)
 
 AT_LEAST_TWO = number(int, 2)  # a covariance needs two images
 

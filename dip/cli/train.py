@@ -15,18 +15,8 @@ from ..evaluation.digits import digits_accuracy
 from ..runtime.run_lock import RunFolderBusy
 from ..training.config import TrainConfig, resolve
 from ..training.loop import Trainer
-from .args import (
-    NON_NEGATIVE,
-    NON_NEGATIVE_INT,
-    POSITIVE,
-    POSITIVE_INT,
-    UNIT,
-    add_device_flags,
-    add_model_flag,
-    add_trust_flag,
-    command_errors,
-    number,
-)
+from .args import (NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT, add_device_flags, add_model_flag,
+                   add_trust_flag, command_errors, number)
 
 DEFAULTS = TrainConfig()
 

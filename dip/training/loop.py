@@ -202,11 +202,8 @@ class Trainer:
     # -------------------------------------------------------------------------------------- checkpoints
     def save(self) -> None:
         if self.cfg.fsdp:
-            from torch.distributed.checkpoint.state_dict import (
-                StateDictOptions,
-                get_model_state_dict,
-                get_optimizer_state_dict,
-            )
+            from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                                 get_optimizer_state_dict)
 
             full = StateDictOptions(full_state_dict=True, cpu_offload=True)
             model_state = get_model_state_dict(self.model, options=full)
@@ -253,11 +250,8 @@ class Trainer:
             return
         self._check_objective(state)
         if self.cfg.fsdp:
-            from torch.distributed.checkpoint.state_dict import (
-                StateDictOptions,
-                set_model_state_dict,
-                set_optimizer_state_dict,
-            )
+            from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
+                                                                 set_optimizer_state_dict)
 
             full = StateDictOptions(full_state_dict=True)
             set_model_state_dict(self.model, state["model"], options=full)

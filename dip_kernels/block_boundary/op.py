@@ -10,16 +10,8 @@ from typing import Optional
 
 import torch
 
-from ..checks import (
-    activation_dtype,
-    block_size,
-    check_tensor,
-    reduction_chunks,
-    rows_per_program,
-    split_cast,
-    strided_rows,
-    sum_partials,
-)
+from ..checks import (activation_dtype, block_size, check_tensor, reduction_chunks, rows_per_program, split_cast,
+                       strided_rows, sum_partials)
 from ..cuda_ext import check_device
 from ..registry import load_launchers, register
 

@@ -7,17 +7,8 @@ import functools
 
 import torch
 
-from ..checks import (
-    activation_dtype,
-    block_size,
-    check_tensor,
-    reduction_chunks,
-    rows_per_program,
-    split_cast,
-    strided_rows,
-    sum_partials,
-    token_rows,
-)
+from ..checks import (activation_dtype, block_size, check_tensor, reduction_chunks, rows_per_program, split_cast,
+                       strided_rows, sum_partials, token_rows)
 from ..cuda_ext import check_device
 from ..registry import load_launchers, register
 

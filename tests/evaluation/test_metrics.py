@@ -4,14 +4,8 @@ import math
 import pytest
 import torch
 
-from dip.evaluation.metrics import (
-    RunningMoments,
-    feature_statistics,
-    frechet_distance,
-    inception_score,
-    manifold_radii,
-    precision_recall,
-)
+from dip.evaluation.metrics import (RunningMoments, feature_statistics, frechet_distance, inception_score,
+                                     manifold_radii, precision_recall)
 
 
 def rotation(d, seed=0):
