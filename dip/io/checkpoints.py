@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pickle
 import types
-import zipfile
 import zlib
 from pathlib import Path
 
@@ -75,11 +74,11 @@ class UntrustedFile(ValueError):
 
 
 def _is_torch_file(path: Path) -> bool:
-    """A ``torch.save`` file: a zip archive (the format since torch 1.6) or a legacy pickle (protocol ≥ 2)."""
-    if zipfile.is_zipfile(path):
-        return True
+    """A ``torch.save`` file, whole or damaged, by its first bytes: a zip archive (the format since torch 1.6) or a
+    legacy pickle (protocol ≥ 2)."""
     with open(path, "rb") as f:
-        return f.read(1) == b"\x80"
+        head = f.read(4)
+    return head == b"PK\x03\x04" or head[:1] == b"\x80"
 
 
 def _torch_load(path: Path, trust: bool):

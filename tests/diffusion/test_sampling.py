@@ -126,15 +126,15 @@ def test_to_uint8():
     assert to_uint8(torch.tensor([-1.0, 0.0, 1.0, 2.0, -3.0])).tolist() == [0, 128, 255, 255, 0]
 
 
-# Hand-worked grids where the two interval rules part: torch.linspace(0, 1, N + 1) in float32, then the shift
-# formula t / (t + s·(1 − t)) in float32 (s = 1 included), compared with the bounds in float32.
+# Hand-worked grids where the two interval rules part: the authors' torch.linspace(0, 1 − 1/N, N) in float32 with 1
+# appended, then the shift formula t / (t + s·(1 − t)) in float32 (s = 1 included), compared with the bounds in float32.
 #   N = 25: t_10 = 0.39999998 < 0.4             → float32 guides step 10 under high = 0.4, exact (10/25 = 0.4) not
-#   N = 14: t_7  = 0.49999997 < 0.5             → float32 guides step 7 under high = 0.5
+#   N = 10: t_4  = 0.39999998 < 0.4             → float32 guides step 4 under high = 0.4
 #   N = 15: t_6  = 0.40000004 > 0.4             → float32 guides step 6 above low = 0.4, exact (6/15 = 0.4) not
-#   N = 10: t_2 = float32(0.2), t_7 = float32(0.7) → both rules agree at (0.2, 0.7)
+#   N = 10: t_2 = 0.19999999, t_7 = 0.69999999 → both rules agree at (0.2, 0.7)
 @pytest.mark.parametrize("steps,interval,float32_steps,exact_steps", [
     (25, (0.0, 0.4), list(range(1, 11)), list(range(1, 10))),
-    (14, (0.0, 0.5), list(range(1, 8)), list(range(1, 7))),
+    (10, (0.0, 0.4), list(range(1, 5)), list(range(1, 4))),
     (15, (0.4, 1.0), list(range(6, 15)), list(range(7, 15))),
     (10, (0.2, 0.7), [3, 4, 5, 6], [3, 4, 5, 6]),
 ])
