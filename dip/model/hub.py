@@ -33,19 +33,20 @@ def weights_digest(tensors) -> str:
     return digest.hexdigest()
 
 
-def verify_weights_file(path: Path) -> None:
-    """A ``ValueError`` naming ``path`` when it is not a readable safetensors file or its tensors differ from the
-    digest written beside them."""
+def read_verified_weights(path: Path, device: str = "cpu") -> dict:
+    """The tensors of a safetensors file, read once and checked against the digest written beside them; a
+    ``ValueError`` names ``path`` when the file is unreadable or its tensors differ from the digest."""
     from safetensors import safe_open
 
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
             stored = (f.metadata() or {}).get(DIGEST_KEY)
-            tensors = [(name, f.get_tensor(name)) for name in f.keys()]
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
     except Exception as err:  # zero bytes, truncated header or data
         raise ValueError(f"{path} is not a readable safetensors file ({type(err).__name__}: {err})") from None
-    if stored is not None and weights_digest(tensors) != stored:
+    if stored is not None and weights_digest(tensors.items()) != stored:
         raise ValueError(f"{path}: the weights do not match the digest saved with them (the file is damaged)")
+    return tensors
 
 
 def looks_local(source) -> bool:
@@ -77,12 +78,10 @@ def hub_class(model_class: type) -> type:
         save_model(self, str(Path(save_directory) / WEIGHTS), metadata=metadata)
 
     def _load_as_safetensor(cls, model, model_file: str, map_location: str, strict: bool):
-        """Verify the file, then load it strictly; weights of another architecture name config.json."""
-        from safetensors.torch import load_file
-
-        verify_weights_file(Path(model_file))
+        """Read and verify the file, then load it strictly; weights of another architecture name config.json."""
+        tensors = read_verified_weights(Path(model_file), map_location)
         try:
-            model.load_state_dict(load_file(model_file, device=str(map_location)), strict=True)
+            model.load_state_dict(tensors, strict=True)
         except RuntimeError as err:
             config = Path(model_file).with_name(CONFIG)
             first = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), str(err))

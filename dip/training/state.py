@@ -9,9 +9,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from ..io.checkpoints import verify_checksums
+from ..io.checkpoints import read_file
 
 
 def checkpoint_paths(out: Path) -> list[Path]:
@@ -25,10 +23,8 @@ def new_run_id() -> str:
 
 
 def read_checkpoint(path: Path) -> dict:
-    """A dip.train checkpoint, every tensor verified against its checksum; raises on any damage."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    verify_checksums(state, path)
-    return state
+    """A dip.train checkpoint, every tensor verified against its checksum (``read_file``); raises on any damage."""
+    return read_file(path)
 
 
 def load_newest(out_or_path: str | Path, log) -> dict | None:
