@@ -16,10 +16,12 @@ forward+backward = 3 × forward.
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 
 import torch
 
-from benchmarks.common import DTYPES, environment, gemm_tflops, print_table, time_autograd, time_ms, write_json  # noqa: E501
+from benchmarks.common import DTYPES, environment, gemm_tflops, print_table, time_interleaved, time_variants, write_json
 from dip import create_model
 from dip.model.detailer_head import PatchDetailerHead
 from dip_kernels import KernelTable, resolve
@@ -60,17 +62,18 @@ def kernel_backends(device) -> list:
     return [b for b in ("triton", "cuda") if any(resolve(op, b, device.type).used == b for op in STAGE_OPS)]
 
 
-def variants(head, device, names):
-    """name → (layout, callable(img, ctx)) for each requested implementation."""
+def variants(heads: dict, device, names):
+    """name → (layout, callable(img, ctx)) for each requested implementation; ``heads`` maps each layout ("NCHW",
+    "channels_last") to the head module in that memory format."""
     reference = KernelTable("torch").on(device.type)
 
-    def with_ops(ops):
-        return lambda img, ctx: head(img, ctx, ops)
+    def with_ops(ops, layout="channels_last"):
+        return lambda img, ctx: heads[layout](img, ctx, ops)
 
     table = {}
     for name in names:
         if name == "eager_nchw":
-            table[name] = ("NCHW", with_ops(reference))
+            table[name] = ("NCHW", with_ops(reference, "NCHW"))
         elif name == "eager_channels_last":
             table[name] = ("channels_last", with_ops(reference))
         elif name == "compile":
@@ -122,6 +125,39 @@ def stage_calls(head, img, ctx, device):
     return calls
 
 
+def whole_head(head, img, ctx, device, reps, names, flops, gemm) -> list:
+    """Rows of forward and forward+backward times of the whole head for each requested variant, every (variant,
+    mode) call interleaved with the others; each layout runs its own copy of the head (same weights)."""
+    heads = {"NCHW": copy.deepcopy(head).to(memory_format=torch.contiguous_format),
+             "channels_last": copy.deepcopy(head).to(memory_format=torch.channels_last)}
+    heads["NCHW"].channels_last, heads["channels_last"].channels_last = False, True
+    grad = torch.randn_like(img)
+    calls = {}
+    for name, (layout, fn) in variants(heads, device, names).items():
+        calls[(name, "fwd")] = functools.partial(_forward, fn, img, ctx)
+        calls[(name, "fwd+bwd")] = functools.partial(_forward_backward, fn, img, ctx, grad)
+    times = time_interleaved(calls, device, reps)
+    rows = []
+    for (name, mode), ms in times.items():
+        mult = 3 if mode == "fwd+bwd" else 1
+        rows.append({"variant": name, "mode": mode, "ms": ms, "TFLOP/s": mult * flops / (ms * 1e-3) / 1e12})
+    rows.sort(key=lambda r: r["mode"] != "fwd")  # the forward rows first, each mode in the variants' order
+    for row in rows:
+        base = next(r for r in rows if r["mode"] == row["mode"])
+        row["speedup"] = base["ms"] / row["ms"]
+        row["%GEMM"] = 100 * row["TFLOP/s"] / gemm
+    return rows
+
+
+def _forward(fn, img, ctx) -> None:
+    with torch.no_grad():
+        fn(img, ctx)
+
+
+def _forward_backward(fn, img, ctx, grad) -> None:
+    fn(img, ctx).backward(grad)
+
+
 def per_layer(head, img, ctx, device, reps, names):
     """Rows of per-stage times for the requested variants (the stage op alone: eager channels_last, its
     torch.compile / max-autotune, kernel backends that run here), speed-ups against the first variant."""
@@ -133,15 +169,15 @@ def per_layer(head, img, ctx, device, reps, names):
         makers[backend] = lambda op, b=backend: getattr(KernelTable(b).on(device.type), op)
     rows = []
     for label, op, args in stage_calls(head, img, ctx, device):
-        base = None
-        for name in (n for n in names if n in makers):
-            if name in ("triton", "cuda") and resolve(op, name, device.type).used != name:
-                continue  # this backend has no kernel for this stage
-            times = time_autograd(makers[name](op), args, device, reps)
-            fwd, both = times["fwd"], times["fwd+bwd"]
-            base = base or (fwd, both)
-            rows.append({"layer": label, "op": op, "variant": name, "fwd ms": fwd, "fwd+bwd ms": both,
-                         "fwd speedup": base[0] / fwd, "fwd+bwd speedup": base[1] / both})
+        chosen = {name: makers[name](op) for name in names if name in makers and not (
+            name in ("triton", "cuda") and resolve(op, name, device.type).used != name)}  # backends with a kernel
+        if not chosen:
+            continue
+        times = time_variants(chosen, args, device, reps)
+        base = times[next(iter(chosen))]
+        for name, t in times.items():
+            rows.append({"layer": label, "op": op, "variant": name, "fwd ms": t["fwd"], "fwd+bwd ms": t["fwd+bwd"],
+                         "fwd speedup": base["fwd"] / t["fwd"], "fwd+bwd speedup": base["fwd+bwd"] / t["fwd+bwd"]})
     return rows
 
 
@@ -175,26 +211,7 @@ def main(argv=None):
     print(f"Detailer head of {args.preset}: {patches} patches, {str(dtype)[6:]}, {device.type}; "
           f"forward {flops / 1e12:.3f} TFLOP; dense GEMM {gemm:.1f} TFLOP/s in this run")
 
-    rows = []
-    for name, (layout, fn) in variants(head, device, args.variants.split(",")).items():
-        head.channels_last = layout == "channels_last"
-        head.to(memory_format=torch.channels_last if head.channels_last else torch.contiguous_format)
-        grad = torch.randn_like(img)
-
-        def fwd():
-            with torch.no_grad():
-                fn(img, ctx)
-
-        def fwd_bwd():
-            fn(img, ctx).backward(grad)
-
-        for mode, step, mult in (("fwd", fwd, 1), ("fwd+bwd", fwd_bwd, 3)):
-            ms = time_ms(step, device, reps=reps)
-            rows.append({"variant": name, "mode": mode, "ms": ms, "TFLOP/s": mult * flops / (ms * 1e-3) / 1e12})
-    for row in rows:
-        base = next(r for r in rows if r["mode"] == row["mode"])
-        row["speedup"] = base["ms"] / row["ms"]
-        row["%GEMM"] = 100 * row["TFLOP/s"] / gemm
+    rows = whole_head(head, img, ctx, device, reps, args.variants.split(","), flops, gemm)
     print_table(rows, ["variant", "mode", "ms", "TFLOP/s", "%GEMM", "speedup"])
     layers = []
     if args.per_layer:

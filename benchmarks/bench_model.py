@@ -23,7 +23,7 @@ import time
 import torch
 
 from benchmarks.bench_detailer import head_flops
-from benchmarks.common import environment, gemm_tflops, print_table, time_ms, write_json
+from benchmarks.common import environment, gemm_tflops, print_table, time_interleaved, time_ms, write_json
 from dip import create_model
 from dip.diffusion.flow import flow_loss, interpolate
 from dip.diffusion.graphed_sampler import GraphedSampler, store_autocast_weights
@@ -149,9 +149,11 @@ def split_row(preset, backend, batch, device, amp, reps):
     seen = {}
     hook = model.local_decoder.register_forward_pre_hook(lambda module, args: seen.setdefault("args", args))
     with autocast_for(device, amp):
-        full_ms = time_ms(lambda: model(x, t, y), device, reps)
+        model(x, t, y)
         hook.remove()
-        head_ms = time_ms(lambda: model.local_decoder(*seen["args"]), device, reps)
+        times = time_interleaved({"full": lambda: model(x, t, y), "head": lambda: model.local_decoder(*seen["args"])},
+                                 device, reps)
+    full_ms, head_ms = times["full"], times["head"]
     return [{"mode": "forward split", "backend": backend, "compiled": False, "batch": batch, "ms": full_ms,
              "DiT ms": full_ms - head_ms, "head ms": head_ms, "head %": 100 * head_ms / full_ms}]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import platform
 import statistics
 import subprocess
@@ -20,20 +21,59 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_ms(fn, device: torch.device, reps: int = 20) -> float:
-    """Median milliseconds per call: CUDA events with L2 flushed (triton's do_bench, 25 ms warm-up, ≥100 ms of
-    repetitions) on GPU; wall clock after one warm-up call (compilation) on CPU."""
-    if device.type == "cuda":
-        from triton.testing import do_bench
+def time_interleaved(fns: dict, device: torch.device, reps: int = 20) -> dict:
+    """Median milliseconds per call of each callable of ``fns`` (label → callable), timed in interleaved rounds:
+    every round times each callable once, in an order rotated by one per round, so that clock, thermal and
+    background drift fall on every variant alike and their ratios are measured under the same conditions
+    (docs/kernels.md §7). One warm-up call each first (compilation, autotuning). On GPU every call is timed with
+    CUDA events after the L2 cache is flushed (as triton's do_bench), for ``reps`` rounds or more: enough for about
+    100 ms per callable on average, at most 1,000; on CPU by wall clock, ``reps`` rounds."""
+    labels = list(fns)
+    for label in labels:
+        fns[label]()
+    cuda = device.type == "cuda"
+    rounds = max(reps, min(1000, math.ceil(100 / max(_mean_ms(fns, device), 1e-3)))) if cuda else reps
+    flush = torch.empty(256 << 20, dtype=torch.int8, device=device) if cuda else None
+    samples = {label: [] for label in labels}
+    for r in range(rounds):
+        for label in labels[r % len(labels):] + labels[:r % len(labels)]:
+            samples[label].append(_timed_call(fns[label], flush))
+    sync(device)
+    return {label: statistics.median(_ms(s) for s in samples[label]) for label in labels}
 
-        return float(do_bench(fn, warmup=25, rep=max(100, reps), return_mode="median"))
-    fn()
-    samples = []
-    for _ in range(reps):
+
+def _mean_ms(fns: dict, device: torch.device) -> float:
+    """Mean ms per call over the callables (three calls each, one synchronisation): sizes the rounds."""
+    start = time.perf_counter()
+    for fn in fns.values():
+        for _ in range(3):
+            fn()
+    sync(device)
+    return (time.perf_counter() - start) * 1e3 / (3 * len(fns))
+
+
+def _timed_call(fn, flush: torch.Tensor | None):
+    """One call's timing: a pair of recorded CUDA events after flushing L2 (read after the final
+    synchronisation), or wall-clock milliseconds on CPU."""
+    if flush is None:
         start = time.perf_counter()
         fn()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(samples)
+        return (time.perf_counter() - start) * 1e3
+    flush.zero_()
+    events = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    events[0].record()
+    fn()
+    events[1].record()
+    return events
+
+
+def _ms(sample) -> float:
+    return sample[0].elapsed_time(sample[1]) if isinstance(sample, tuple) else sample
+
+
+def time_ms(fn, device: torch.device, reps: int = 20) -> float:
+    """Median milliseconds per call of ``fn`` alone (``time_interleaved`` with one callable)."""
+    return time_interleaved({"fn": fn}, device, reps)["fn"]
 
 
 def time_graph_ms(fn, device: torch.device) -> float | None:
@@ -50,10 +90,10 @@ def time_graph_ms(fn, device: torch.device) -> float | None:
         return None
 
 
-def time_autograd(fn, args, device: torch.device, reps: int, grad_shapes=None, graph: bool = False) -> dict:
-    """Median ms of fn(*args) forward (no grad), backward alone (on a kept graph) and forward+backward, with
-    gradients w.r.t. every tensor argument that requires grad (views included); with ``graph`` also the forward
-    replayed from a CUDA graph ("fwd graph")."""
+def autograd_calls(fn, args, device: torch.device, grad_shapes=None) -> dict:
+    """{"fwd", "bwd", "fwd+bwd"} → callable: fn(*args) forward (no grad), backward alone (on a kept graph) and
+    forward+backward, with gradients w.r.t. every tensor argument that requires grad (views included); to be
+    timed together with other implementations' calls by ``time_interleaved``."""
     leaves = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
 
     def outputs():
@@ -71,11 +111,16 @@ def time_autograd(fn, args, device: torch.device, reps: int, grad_shapes=None, g
     def backward(outs):
         torch.autograd.grad(outs, leaves, grads, retain_graph=True)
 
-    times = {"fwd": time_ms(fwd, device, reps), "bwd": time_ms(lambda: backward(kept), device, reps),
-             "fwd+bwd": time_ms(lambda: backward(outputs()), device, reps)}
-    if graph:
-        times["fwd graph"] = time_graph_ms(fwd, device)
-    return times
+    return {"fwd": fwd, "bwd": lambda: backward(kept), "fwd+bwd": lambda: backward(outputs())}
+
+
+def time_variants(variants: dict, args, device: torch.device, reps: int, grad_shapes=None) -> dict:
+    """label → {"fwd", "bwd", "fwd+bwd"} median ms of each implementation of one op on the same ``args``, every
+    (implementation, mode) call interleaved with the others (``time_interleaved``)."""
+    calls = {(label, mode): call for label, fn in variants.items()
+             for mode, call in autograd_calls(fn, args, device, grad_shapes).items()}
+    times = time_interleaved(calls, device, reps)
+    return {label: {mode: times[(label, mode)] for mode in ("fwd", "bwd", "fwd+bwd")} for label in variants}
 
 
 def gemm_tflops(device: torch.device, dtype: torch.dtype) -> float:

@@ -8,11 +8,16 @@
 // returns leaves its barriers (arrive_and_drop), like an exited GPU thread. fp32 maths uses the host's libm
 // (rsqrtf = 1/sqrtf, __expf = expf), so results match the GPU to rounding, not bitwise; the indexing, vector widths,
 // alignment decisions, barriers and reductions are the real code's.
+//
+// Dry run (set_dry_run): launches are recorded — which kernel instantiation, grid, block, dynamic shared memory —
+// and not run. The kernel report (benchmarks/tools/kernel_capture.py) uses it to count each instantiation the real
+// launchers pick, by the same dtype, alignment and size decisions a GPU launch makes.
 #pragma once
 
 #include <algorithm>
 #include <barrier>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <thread>
@@ -32,6 +37,14 @@ inline thread_local uint3 block_index;
 inline thread_local BlockState* block_state = nullptr;
 inline dim3 block_dim, grid_dim;  // of the running launch (launches never overlap)
 
+struct Recorded {
+  std::uintptr_t kernel;  // the instantiation's address
+  dim3 grid, block;
+  std::size_t shared;
+};
+inline bool dry_run = false;
+inline std::vector<Recorded> recorded;  // the launches of a dry run, in order
+
 inline void sync_block() { block_state->all->arrive_and_wait(); }
 inline void sync_warp() { block_state->warps[thread_index.x / 32]->arrive_and_wait(); }
 
@@ -44,14 +57,20 @@ inline float shfl_xor(float v, int offset) {
   return other;
 }
 
-// DIP_LAUNCH(kernel, grid, block, shared bytes, stream)(args…): runs the grid block by block (1-D thread blocks).
+// DIP_LAUNCH(kernel, grid, block, shared bytes, stream)(args…): runs the grid block by block (1-D thread blocks),
+// or, in a dry run, records it.
 template <typename Kernel>
 struct Launch {
   Kernel kernel;
   dim3 grid, block;
+  std::size_t shared;
 
   template <typename... Args>
   void operator()(Args... args) const {
+    if (dry_run) {
+      recorded.push_back(Recorded{reinterpret_cast<std::uintptr_t>(kernel), grid, block, shared});
+      return;
+    }
     const unsigned n = block.x * block.y * block.z;
     block_dim = block;
     grid_dim = grid;
@@ -83,8 +102,8 @@ struct Launch {
 };
 
 template <typename Kernel>
-Launch<Kernel> launch(Kernel kernel, dim3 grid, dim3 block) {
-  return Launch<Kernel>{kernel, grid, block};
+Launch<Kernel> launch(Kernel kernel, dim3 grid, dim3 block, std::size_t shared) {
+  return Launch<Kernel>{kernel, grid, block, shared};
 }
 
 }  // namespace emu
@@ -110,4 +129,5 @@ alignas(16) float acc[1 << 18];
 #define cudaGetLastError() cudaSuccess
 #define cudaGetErrorName(err) "emulated"
 #define cudaGetErrorString(err) "emulated"
-#define DIP_LAUNCH(kernel, grid, block, shared, stream) ::dip::emu::launch(kernel, dim3(grid), dim3(block))
+#define DIP_LAUNCH(kernel, grid, block, shared, stream) \
+  ::dip::emu::launch(kernel, dim3(grid), dim3(block), static_cast<std::size_t>(shared))

@@ -3,18 +3,23 @@
 Run as a subprocess of the report, with ``TRITON_INTERPRET=1`` and ``DIP_CUDA_EMULATE=1`` set before dip_kernels
 is imported and ``DIP_LAUNCH_AS_SMS`` set to the GPU's multiprocessor count, so that every launcher picks the
 tiles and split counts it would pick on that GPU. One forward and backward of a preset under bf16 autocast on CPU
-tensors; each Triton launch and each CUDA-extension call is recorded and **skipped** (outputs stay unwritten:
-only shapes, dtypes, strides and alignment matter here), and so are the heavy reference ops around them (GEMMs,
-attention, convolutions: their outputs are allocated from their meta kernels' shapes), so that a step at the
-real batch costs seconds. Every zero-fill, copy and concatenation that runs in the step is counted with its bytes,
-attributed to the kernel layer (called from dip_kernels code) or to the autograd engine / model.
+tensors; each Triton launch and each CUDA kernel launch is recorded and **skipped** (outputs stay unwritten:
+only shapes, dtypes, strides and alignment matter here; the CUDA extension's emulated twin runs its real launchers
+in a dry run, so each launch is recorded as the template instantiation, grid and block they pick), and so are the
+heavy reference ops around them (GEMMs, attention, convolutions: their outputs are allocated from their meta
+kernels' shapes), so that a step at the real batch costs seconds. Every zero-fill, copy and concatenation that
+runs in the step is counted with its bytes, attributed to the kernel layer (called from dip_kernels code) or to the
+autograd engine / model.
 
     python benchmarks/tools/kernel_capture.py BACKEND PRESET BATCH DEPTH OUT.json
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import json
+import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -61,9 +66,9 @@ class Recorder:
                               "options": {k: v for k, v in options.items() if isinstance(v, (int, float))},
                               "op": _op_of(fn.__module__)})
 
-    def cuda_launch(self, name: str, args) -> None:
-        self.launches.append({"backend": "cuda", "kernel": name, "args": [a if isinstance(a, (int, float)) else None
-                                                                         for a in args], "op": _caller_op()})
+    def cuda_launch(self, entry: str, launch: dict, kernel: str) -> None:
+        self.launches.append({"backend": "cuda", "entry": entry, "kernel": kernel, "grid": list(launch["grid"]),
+                              "block": math.prod(launch["block"]), "shared": launch["shared"], "op": _caller_op()})
 
     def glue_op(self, name: str, nbytes: int) -> None:
         kind = "zero_fill" if name in ZERO_FILLS else "copy"
@@ -119,6 +124,39 @@ class GlueCounter(TorchDispatchMode):
         return out
 
 
+def kernel_symbols(path: str) -> dict:
+    """{address: symbol} of the kernels defined in the shared object at ``path`` (nm)."""
+    listing = subprocess.run(["nm", "--defined-only", path], capture_output=True, text=True, check=True).stdout
+    return {int(address, 16): symbol for address, _, symbol in
+            (line.split() for line in listing.splitlines() if line.count(" ") == 2) if "_kernel" in symbol}
+
+
+def _dry_run_extension(recorder: Recorder):
+    """The emulated extension in a dry run: each entry point runs its real launcher, whose kernel launches are
+    recorded by instantiation (named as the cubins name them, benchmarks/tools/kernel_compile.py) and not run."""
+    from benchmarks.tools.kernel_compile import demangle
+    from dip_kernels import cuda_ext
+
+    real = cuda_ext.extension()
+    real.set_dry_run(True)
+    symbols, names = kernel_symbols(real.__file__), {}
+
+    def entry(name: str):
+        def call(*args):
+            getattr(real, name)(*args)
+            for launch in real.take_launches():
+                if launch["offset"] not in names:
+                    names[launch["offset"]] = demangle(symbols[launch["offset"]])
+                recorder.cuda_launch(name, launch, names[launch["offset"]])
+        return call
+
+    class Extension:
+        def __getattr__(self, name):
+            return real.device_count if name == "device_count" else entry(name)
+
+    return Extension()
+
+
 def _patch_launches(recorder: Recorder) -> None:
     from triton.runtime.interpreter import InterpretedFunction
 
@@ -129,15 +167,7 @@ def _patch_launches(recorder: Recorder) -> None:
     InterpretedFunction.run = run
     from dip_kernels import cuda_ext
 
-    real = cuda_ext.extension()
-
-    class Extension:
-        def __getattr__(self, name):
-            if name == "device_count":
-                return real.device_count
-            return lambda *args: recorder.cuda_launch(name, args)
-
-    cuda_ext.require = lambda: Extension()
+    cuda_ext.require = functools.cache(lambda: _dry_run_extension(recorder))  # built on the first CUDA call
     for name, module in list(sys.modules.items()):  # launchers imported `require` by name
         if getattr(module, "require", None) is not None and name.startswith("dip_kernels."):
             module.require = cuda_ext.require

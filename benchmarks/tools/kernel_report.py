@@ -134,23 +134,31 @@ def triton_rows(caps: tuple, compiled: tuple, arch: int, blocks: int) -> list:
     return list(rows.values())
 
 
-def cuda_rows(caps: tuple, kernels: dict, blocks: int) -> list:
-    """One row per compiled CUDA kernel instantiation; launches per step from the captures, by family (the
-    extension's entry point launches one instantiation per call, chosen by dtype and alignment inside it)."""
+def cuda_rows(caps: tuple, kernels: dict, arch: int, blocks: int) -> list:
+    """One row per compiled CUDA kernel instantiation and launch geometry (grid, block, dynamic shared memory) the
+    step's launches use, with its launches per step; an instantiation the step never launches gets one row with 0."""
     def count(cap) -> dict:
         out = {}
         for launch in cap["launches"]:
             if launch["backend"] == "cuda":
-                out[launch["kernel"]] = out.get(launch["kernel"], 0) + 1
+                key = (launch["kernel"], tuple(launch["grid"]), launch["block"], launch["shared"])
+                out[key] = out.get(key, 0) + 1
         return out
 
     calls = _per_step(caps, blocks, count)
     rows = []
-    for name, m in kernels.items():
-        rows.append({"backend": "cuda", "op": m["source"].removesuffix(".cu"), "kernel": m["short"],
-                     "launches": round(calls.get(m["family"], 0)), "regs": m["regs"], "spill": m.get("stack_bytes", 0),
-                     "smem": round(m.get("shared_bytes", 0) / 1024, 1), "ldg": _widths(m, "LDG"),
-                     "stg": _widths(m, "STG"), "mma": m["wgmma"] + m["mma"], "async": _async(m)})
+    for m in kernels.values():
+        for kernel, grid, block, shared in [k for k in calls if k[0] == m["short"]] or [(m["short"], None, 0, 0)]:
+            warps, smem = math.ceil(block / 32), m.get("shared_bytes", 0) + shared
+            res = residency(m["regs"], warps, smem, arch) if block else 0
+            programs = math.prod(grid) if grid else 0
+            rows.append({"backend": "cuda", "op": m["source"].removesuffix(".cu"), "kernel": kernel,
+                         "launches": round(calls.get((kernel, grid, block, shared), 0)), "grid": programs,
+                         "warps": warps, "regs": m["regs"], "spill": m.get("stack_bytes", 0),
+                         "smem": round(smem / 1024, 1), "res/SM": res,
+                         "waves": round(programs / max(res * GPUS[arch]["sms"], 1), 2) if block else 0,
+                         "ldg": _widths(m, "LDG"), "stg": _widths(m, "STG"), "mma": m["wgmma"] + m["mma"],
+                         "async": _async(m)})
     return rows
 
 
@@ -246,7 +254,7 @@ def main(argv=None) -> dict:
             compiled = compile_all(launches[0] + launches[1], arch, "cuda" in caps, Path(tmp))
             split = (compiled["triton"][:len(launches[0])], compiled["triton"][len(launches[0]):])
             rows = triton_rows(caps["triton"], split, arch, blocks) if "triton" in caps else []
-            rows += cuda_rows(caps["cuda"], compiled["cuda"], blocks) if "cuda" in caps else []
+            rows += cuda_rows(caps["cuda"], compiled["cuda"], arch, blocks) if "cuda" in caps else []
             report["archs"][f"sm_{arch}"] = rows
     report["traffic"] = {b: traffic(c, blocks) for b, c in caps.items()}
     report["glue_bytes_per_step"] = {b: glue_summary(c, blocks) for b, c in caps.items()}

@@ -74,9 +74,12 @@ def broadcast(ctx: torch.Tensor) -> Operand:
     return Operand(ctx, 1, 1, ctx.stride(0), 0, 0, 0, 0, ctx.stride(1), ctx.shape[1])
 
 
-def _fwd_tiles(device):
-    return dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=3) if gpu_sms(device) else \
-        dict(BLOCK_M=64, BLOCK_N=16, BLOCK_K=16)  # interpreted: few, wide programs (each costs milliseconds)
+def _fwd_tiles(device, two_sources: bool):
+    """Forward tiles. Two sources (the decoder's [up-sampled | skip]) keep two pipelines' addresses live: 4 warps
+    need 252 registers per thread on sm_90 and spill 64 B on sm_80, 8 warps need 120 (docs/kernels.md §8)."""
+    if not gpu_sms(device):
+        return dict(BLOCK_M=64, BLOCK_N=16, BLOCK_K=16)  # interpreted: few, wide programs (each costs milliseconds)
+    return dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=32, num_warps=8 if two_sources else 4, num_stages=3)
 
 
 def _wgrad_tiles(device):
@@ -340,7 +343,7 @@ def conv_fwd(a: Operand, b: Operand | None, w: torch.Tensor, w_strides: tuple, b
     """
     M = patches * so * so
     b = b or a._replace(C=0)
-    tiles = _fwd_tiles(a.t.device)
+    tiles = _fwd_tiles(a.t.device, b.C > 0)
     if fuse_out is not None:
         tiles["BLOCK_N"] = triton.next_power_of_2(max(ncol, 16))
     grid = (triton.cdiv(M, tiles["BLOCK_M"]), triton.cdiv(ncol, tiles["BLOCK_N"]))

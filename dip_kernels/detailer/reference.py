@@ -12,7 +12,10 @@ backend can fuse inside each stage without sharing buffers across ops (docs/kern
 - ``detailer_decoder_output``: the last decoder stage followed by the output conv, one op so that a kernel
   backend can run the output conv in the decoder's epilogue.
 
-Inputs may be NCHW or channels_last; every op keeps the memory format it is given.
+Inputs may be NCHW or channels_last; every op keeps the memory format it is given: the concatenations that feed a
+conv are built in the layout of their spatial operand (a channels_last skip or pooled map), because ``torch.cat`` of
+mixed layouts — the up-sampled map of a 1×1 input, whose layout is ambiguous, or the stride-0 tiled context — is
+NCHW, and every later stage would follow it (the CUDA output conv would then read 2-byte elements).
 """
 from __future__ import annotations
 
@@ -21,6 +24,13 @@ import torch.nn.functional as F
 
 from ..patch_embed.reference import patchify, unpatchify
 from ..registry import register
+
+
+def _in_layout_of(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``t`` channels_last when ``like`` is unambiguously channels_last (a no-op when it already is), else as is."""
+    if like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous():
+        return t.contiguous(memory_format=torch.channels_last)
+    return t
 
 
 @register("detailer_encoder", "torch")
@@ -46,14 +56,14 @@ def detailer_bottleneck(pooled: torch.Tensor, context: torch.Tensor, weight: tor
     """pooled (N, C, r, r), context (N, D) tiled to (N, D, r, r) → SiLU(conv1×1([pooled, context])) (N, C, r, r)."""
     r = pooled.shape[-1]
     tiled = context.to(pooled.dtype)[:, :, None, None].expand(-1, -1, r, r)
-    return F.silu(F.conv2d(torch.cat([pooled, tiled], dim=1), weight, bias))
+    return F.silu(F.conv2d(_in_layout_of(torch.cat([pooled, tiled], dim=1), pooled), weight, bias))
 
 
 @register("detailer_decoder", "torch")
 def detailer_decoder(x: torch.Tensor, skip: torch.Tensor, up_weight: torch.Tensor, up_bias: torch.Tensor,
                      weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """x (N, Cin, r, r), skip (N, Cs, 2r, 2r) → SiLU(conv3×3([convT2×2(x), skip])) (N, Cout, 2r, 2r)."""
-    up = F.conv_transpose2d(x, up_weight, up_bias, stride=2)
+    up = _in_layout_of(F.conv_transpose2d(x, up_weight, up_bias, stride=2), skip)
     return F.silu(F.conv2d(torch.cat([up, skip], dim=1), weight, bias, padding=1))
 
 

@@ -139,6 +139,31 @@ def test_whole_head(kernel_device, P):
         assert_parity(name, k, e, r, torch.float32, n=B * H * W * 9)
 
 
+@pytest.mark.parametrize("P", [8, 16])
+def test_the_reference_head_stays_channels_last(P):
+    """Every stage input of the reference head (what the CUDA table runs between its ends) is channels_last where
+    its layout is unambiguous: a NCHW concatenation used to turn every decoder stage NCHW, and the CUDA output conv
+    then read 2-byte elements (seen in the kernel report's per-instantiation launch counts)."""
+    head = PatchDetailerHead(P, 8, base_width=4, max_width=16)
+    seen = []
+
+    class Recording:
+        def __init__(self, ops):
+            self.ops = ops
+
+        def __getattr__(self, name):
+            def call(*args):
+                maps = args[:2] if name.startswith("detailer_decoder") else args[:1]  # the activations
+                seen.extend((name, tuple(a.shape), a.stride()) for a in maps if a.shape[-1] > 1)
+                return getattr(self.ops, name)(*args)
+            return call
+
+    with torch.no_grad():
+        head(inputs(2, 3, P, 2 * P), inputs(2, 2, 8, seed=1), Recording(KernelTable("torch").on("cpu")))
+    stages = [s for s in seen if s[0] != "detailer_stem"]
+    assert stages and all(stride[1] == 1 for _, _, stride in stages), stages
+
+
 def test_errors():
     x = inputs(2, 4, 8, 8)
     with pytest.raises(ValueError, match=r"encoder weight must be \(Cout, 4, 3, 3\)"):
