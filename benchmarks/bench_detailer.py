@@ -191,7 +191,8 @@ def main(argv=None):
                    help="comma list of eager_nchw, eager_channels_last, compile, max_autotune, triton, cuda "
                         "(kernel backends that cannot run here are left out)")
     p.add_argument("--per-layer", action="store_true", help="also time every stage op")
-    p.add_argument("--reps", type=int, default=None, help="timed repetitions (CPU; CUDA uses do_bench)")
+    p.add_argument("--reps", type=int, default=None,
+                   help="interleaved rounds (at least: on CUDA, enough for ~100 ms per call)")
     p.add_argument("--out", default=None, help="JSON output path")
     args = p.parse_args(argv)
 

@@ -98,11 +98,25 @@ def _caller_op() -> str | None:
 
 
 def _shape_only(func, args, kwargs):
-    """``func``'s outputs, allocated (unwritten) from its meta kernel: the heavy ops' values are not needed."""
+    """``func``'s outputs, allocated (unwritten) from its meta kernel: the heavy ops' values are not needed. A
+    convolution's activation output is channels_last when its input (or, backward, its input or output gradient)
+    is — what cuDNN and oneDNN return and the meta kernels do not."""
     to_meta = lambda a: a.to("meta") if isinstance(a, torch.Tensor) else a  # noqa: E731
     out = func(*torch.utils._pytree.tree_map(to_meta, args), **torch.utils._pytree.tree_map(to_meta, kwargs))
     real = lambda t: torch.empty_strided(t.shape, t.stride(), dtype=t.dtype) if isinstance(t, torch.Tensor) else t  # noqa
-    return torch.utils._pytree.tree_map(real, out)
+    out = torch.utils._pytree.tree_map(real, out)
+    name = func.overloadpacket.__name__
+    if name == "convolution" and _channels_last(args[0]):
+        return out.contiguous(memory_format=torch.channels_last)
+    if name == "convolution_backward" and out[0] is not None and (_channels_last(args[0]) or _channels_last(args[1])):
+        return (out[0].contiguous(memory_format=torch.channels_last), *out[1:])
+    return out
+
+
+def _channels_last(t) -> bool:
+    """Unambiguously channels_last (a 4-D tensor that is not also plain contiguous)."""
+    return isinstance(t, torch.Tensor) and t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) \
+        and not t.is_contiguous()
 
 
 class GlueCounter(TorchDispatchMode):

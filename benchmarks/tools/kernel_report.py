@@ -5,8 +5,9 @@
 
 1. benchmarks/tools/kernel_capture.py runs one bf16 training step of the preset at two reduced depths (d and d + 1:
    every later block launches what the second one does) at the real batch on CPU tensors with the launch geometry of
-   an H100 (132 SMs), recording every Triton launch and CUDA-extension call and every copy, zero-fill and partial-sum
-   pass the step runs; every per-step figure is extrapolated from the two to the preset's depth.
+   an H100 (132 SMs), recording every Triton launch, every CUDA kernel launch (by template instantiation, as the
+   extension's own launchers pick it in the emulator's dry run) and every copy, zero-fill and partial-sum pass the
+   step runs; every per-step figure is extrapolated from the two to the preset's depth.
 2. benchmarks/tools/kernel_compile.py compiles each distinct Triton launch with the specialisation the launch gets,
    and every csrc/ kernel with nvcc, for each arch, and reads the cubins (registers, stack = spills, shared
    memory, SASS access widths, cp.async/TMA, wgmma/mma).
@@ -18,7 +19,9 @@
 Columns: `launches` per training step at the preset's depth; `grid` programs; `warps`, `stages`; `regs` per thread;
 `spill` stack bytes per thread (register spills); `smem` KB per program; `res/SM` programs resident per SM
 (registers, shared memory, warp and block limits); `waves` = grid / (res/SM × SMs); `ldg`/`stg` the global
-access widths in SASS (bits: count); `mma` wgmma (sm_90) / mma (sm_80) instructions; `async` cp.async/TMA loads.
+access widths in SASS (bits: count); `mma` wgmma (sm_90) / mma (sm_80) instructions; `async` cp.async by width
+(bits: count) and TMA loads. CUDA rows: one per instantiation and launch geometry the step uses (`smem` includes the
+launch's dynamic shared memory); an instantiation the step never launches is listed once with 0 launches.
 """
 from __future__ import annotations
 
@@ -38,6 +41,10 @@ ROOT = Path(__file__).resolve().parents[2]
 GPUS = {90: {"sms": 132, "smem": 228 * 1024, "name": "H100"}, 80: {"sms": 108, "smem": 164 * 1024, "name": "A100"}}
 MEMORY_BOUND = ("block_boundary", "qk_norm_rope", "final_context", "swiglu", "patch_embed")
 BACKWARD = ("bwd", "wgrad")
+NOTES = ["the stem convs' 4-byte cp.async (async 32:96) stay: the image is read as passed, (B, 3, H, W) fp32, whose "
+         "channel stride is H·W, and the pooled stem orders a tile's pixels window-major (at most 2 adjacent); "
+         "padding C_in to 4 widens nothing, an NHWC copy moves more bytes than the reads it would widen "
+         "(docs/kernels.md §8)"]
 
 
 def residency(regs: int, warps: int, smem: int, arch: int) -> int:
@@ -260,6 +267,7 @@ def main(argv=None) -> dict:
     report["glue_bytes_per_step"] = {b: glue_summary(c, blocks) for b, c in caps.items()}
     report["launches_per_step"] = {b: launches_per_step(c, blocks) for b, c in caps.items()}
     report["depth"] = {"captured": [args.depth, args.depth + 1], "preset": full_depth}
+    report["notes"] = NOTES
     for arch, rows in report["archs"].items():
         print(f"\n{args.preset} batch {args.batch}, {arch} ({GPUS[int(arch[3:])]['name']}):")
         print_table(rows, ["backend", "op", "kernel", "launches", "grid", "warps", "stages", "regs", "spill", "smem",
@@ -269,6 +277,7 @@ def main(argv=None) -> dict:
         print_table(rows, ["op", "dir", "moved", "needed", "glue", "ratio"])
     print("\nzero-fill and copy bytes per step:", json.dumps(report["glue_bytes_per_step"]))
     print("launches per step:", report["launches_per_step"])
+    print("\n".join(f"note: {n}" for n in NOTES))
     write_json(args.out, report)
     return report
 

@@ -43,7 +43,10 @@ def test_every_kernel_compiles_for_both_architectures(report):
     def kernels(arch):
         return sorted((r["backend"], r["op"], r["kernel"], r.get("grid")) for r in report["archs"][arch])
 
-    assert kernels("sm_90") == kernels("sm_80") and len(kernels("sm_90")) >= 20  # row by row
+    assert kernels("sm_90") == kernels("sm_80")  # row by row
+    for backend in ("triton", "cuda"):
+        assert sum(r["launches"] for r in report["archs"]["sm_80"] if r["backend"] == backend) == \
+            report["launches_per_step"][backend]
 
 
 def test_the_cuda_rows_the_gates_read_exist(report):
@@ -55,15 +58,21 @@ def test_the_cuda_rows_the_gates_read_exist(report):
             ("patchify", "patch_copy_kernel")} <= names, names
 
 
-def test_no_kernel_of_the_step_spills_on_sm_90(report):
-    rows = [r for r in report["archs"]["sm_90"] if r["launches"] or r["backend"] == "cuda"]
-    assert rows and all(r["spill"] == 0 for r in rows), [(r["op"], r["kernel"], r["spill"]) for r in rows
-                                                          if r["spill"]]
+@pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
+def test_no_kernel_of_the_step_spills(report, arch):
+    rows = [r for r in report["archs"][arch] if r["launches"]]
+    assert {r["backend"] for r in rows} == {"triton", "cuda"}
+    assert all(r["spill"] == 0 for r in rows), [(r["op"], r["kernel"], r["spill"]) for r in rows if r["spill"]]
 
 
-def test_no_memory_bound_kernel_spills_on_sm_80(report):
-    rows = _rows(report, "sm_80") + _cuda_vector_rows(report, "sm_80")
-    assert rows and all(r["spill"] == 0 for r in rows), [(r["op"], r["kernel"], r["spill"]) for r in rows]
+def test_the_step_launches_only_the_vectorised_cuda_instantiations(report):
+    """Per-instantiation launch counts (the launchers' own choice, recorded by the emulator's dry run): bf16 training
+    runs the 16-byte paths of A, B, C, E and of the head's output conv; the fp32 image is patchified 4 at a time."""
+    launched = [r["kernel"] for r in report["archs"]["sm_90"] if r["backend"] == "cuda" and r["launches"]
+                and not r["kernel"].startswith("stem_")]
+    assert launched and all(k.endswith(("<bf16, 8>", "<fp32, 4>")) for k in launched), launched
+    total = sum(r["launches"] for r in report["archs"]["sm_90"] if r["backend"] == "cuda")
+    assert total == report["launches_per_step"]["cuda"]
 
 
 def test_memory_bound_kernels_move_16_bytes_per_access(report):
