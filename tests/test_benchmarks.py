@@ -151,3 +151,16 @@ def test_bench_sampler_runs(tmp_path):
     assert all(r["error"] >= 0 and r["nfe"] in (2, 3, 4, 7) for r in rows)
     assert (tmp_path / "bench" / "error_cfg.png").is_file() and "| pc3 cosine aligned |" in \
         (tmp_path / "bench" / "sampler_tables.txt").read_text()
+
+
+def test_variants_are_timed_in_interleaved_rotating_rounds():
+    """docs/kernels.md §7: every round times each variant once, the order rotated by one per round."""
+    from benchmarks.common import time_interleaved
+
+    calls = []
+    fns = {name: (lambda n=name: calls.append(n)) for name in "abc"}
+    times = time_interleaved(fns, torch.device("cpu"), reps=4)
+    assert set(times) == {"a", "b", "c"} and all(t >= 0 for t in times.values())
+    assert calls[:3] == ["a", "b", "c"]  # the warm-up calls
+    rounds = [calls[3 + 3 * r: 6 + 3 * r] for r in range(4)]
+    assert rounds == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]]
