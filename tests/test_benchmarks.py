@@ -164,3 +164,29 @@ def test_variants_are_timed_in_interleaved_rotating_rounds():
     assert calls[:3] == ["a", "b", "c"]  # the warm-up calls
     rounds = [calls[3 + 3 * r: 6 + 3 * r] for r in range(4)]
     assert rounds == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]]
+
+
+def test_the_gpu_timing_path_reads_its_events_after_the_run(monkeypatch):
+    """The CUDA branch of time_interleaved, rehearsed with stand-in events: L2 flushed before each call, the call
+    between two recorded events, elapsed time read afterwards."""
+    from benchmarks import common
+
+    order = []
+
+    class Event:
+        def __init__(self, enable_timing):
+            assert enable_timing
+
+        def record(self):
+            order.append("record")
+
+        def elapsed_time(self, end):
+            return 2.5
+
+    class Flush:
+        def zero_(self):
+            order.append("flush")
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    sample = common._timed_call(lambda: order.append("call"), Flush())
+    assert order == ["flush", "record", "call", "record"] and common._ms(sample) == 2.5
