@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 MEMORY_BOUND = ("block_boundary", "qk_norm_rope", "final_context", "swiglu")  # ops A, B, C, F
@@ -142,3 +143,28 @@ def test_access_widths_parse_whole_opcodes():
     assert _widths(counts, "STG") == "16:1"
     assert _async(counts) == "128:2 32:1 tma:1" and counts["cp_async"] == 4
     assert counts["wgmma"] == 1
+
+
+def test_the_dry_run_names_the_instantiation_each_launch_picks():
+    """The emulator's dry run records what the real launcher chose, by symbol: 16-byte copies for an aligned fp32
+    image, element by element for a misaligned view — and runs nothing (the output keeps its fill)."""
+    from benchmarks.tools.kernel_capture import kernel_symbols
+    from benchmarks.tools.kernel_compile import demangle
+    from dip_kernels import cuda_ext
+    from dip_kernels.patch_embed.cuda import launch_copy
+
+    ext = cuda_ext.extension() if cuda_ext.emulated() else None
+    if ext is None:
+        pytest.skip("needs the CUDA extension's emulated twin (dip_kernels._cuda_emulated)")
+    symbols, chosen = kernel_symbols(ext.__file__), []
+    storage = torch.zeros(2 * 3 * 32 * 32 + 1)
+    ext.set_dry_run(True)
+    try:
+        for img in (storage[:-1].view(2, 3, 32, 32), storage[1:].view(2, 3, 32, 32)):
+            dst = torch.full((8, 3, 16, 16), 7.0)
+            launch_copy(img, dst, 16, True, img.shape)
+            chosen += [demangle(symbols[launch["offset"]]) for launch in ext.take_launches()]
+            assert bool((dst == 7).all())
+    finally:
+        ext.set_dry_run(False)
+    assert chosen == ["patch_copy_kernel<fp32, 4>", "patch_copy_kernel<fp32, 1>"]
