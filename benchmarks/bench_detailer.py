@@ -21,7 +21,8 @@ import functools
 
 import torch
 
-from benchmarks.common import DTYPES, environment, gemm_tflops, print_table, time_interleaved, time_variants, write_json
+from benchmarks.common import (DTYPES, environment, forward_only, gemm_tflops, print_table, time_interleaved,
+                               time_variants, write_json)
 from dip import create_model
 from dip.model.detailer_head import PatchDetailerHead
 from dip_kernels import KernelTable, resolve
@@ -134,7 +135,7 @@ def whole_head(head, img, ctx, device, reps, names, flops, gemm) -> list:
     grad = torch.randn_like(img)
     calls = {}
     for name, (layout, fn) in variants(heads, device, names).items():
-        calls[(name, "fwd")] = functools.partial(_forward, fn, img, ctx)
+        calls[(name, "fwd")] = functools.partial(forward_only, fn, img, ctx)
         calls[(name, "fwd+bwd")] = functools.partial(_forward_backward, fn, img, ctx, grad)
     times = time_interleaved(calls, device, reps)
     rows = []
@@ -147,11 +148,6 @@ def whole_head(head, img, ctx, device, reps, names, flops, gemm) -> list:
         row["speedup"] = base["ms"] / row["ms"]
         row["%GEMM"] = 100 * row["TFLOP/s"] / gemm
     return rows
-
-
-def _forward(fn, img, ctx) -> None:
-    with torch.no_grad():
-        fn(img, ctx)
 
 
 def _forward_backward(fn, img, ctx, grad) -> None:

@@ -17,11 +17,13 @@ training; the patch embedding (op E) reads the fp32 noisy image.
 from __future__ import annotations
 
 import argparse
+from functools import partial
 
 import torch
 
 import dip_kernels
-from benchmarks.common import DTYPES, copy_gbps, environment, print_table, time_graph_ms, time_variants, write_json
+from benchmarks.common import (DTYPES, copy_gbps, environment, forward_only, print_table, time_graph_ms, time_variants,
+                               write_json)
 from dip_kernels.qk_norm_rope import rope_2d_table
 
 
@@ -82,15 +84,6 @@ def implementations(op, device):
     return table
 
 
-def forward_graph_ms(fn, args, device) -> float | None:
-    """Forward ms of ``fn(*args)`` replayed from a CUDA graph (None on CPU)."""
-    def fwd():
-        with torch.no_grad():
-            fn(*args)
-
-    return time_graph_ms(fwd, device)
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -116,7 +109,8 @@ def main(argv=None):
             with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):  # as in training
                 times = time_variants(impls, case_args, device, reps, grad_shapes)
                 for label, fn in impls.items():
-                    times[label]["fwd graph"] = forward_graph_ms(fn, case_args, device) if B <= GRAPH_BATCH else None
+                    forward = partial(forward_only, fn, *case_args)
+                    times[label]["fwd graph"] = time_graph_ms(forward, device) if B <= GRAPH_BATCH else None
             for mode, nbytes in (("fwd", bytes_fwd), ("bwd", bytes_bwd), ("fwd+bwd", bytes_fwd + bytes_bwd)):
                 for label, t in times.items():
                     gbps = nbytes / (t[mode] * 1e-3) / 1e9

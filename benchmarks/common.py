@@ -3,6 +3,7 @@ output."""
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import math
 import platform
@@ -90,6 +91,12 @@ def time_graph_ms(fn, device: torch.device) -> float | None:
         return None
 
 
+def forward_only(fn, *args) -> None:
+    """``fn(*args)`` without autograd: what a forward timing runs."""
+    with torch.no_grad():
+        fn(*args)
+
+
 def autograd_calls(fn, args, device: torch.device, grad_shapes=None) -> dict:
     """{"fwd", "bwd", "fwd+bwd"} → callable: fn(*args) forward (no grad), backward alone (on a kept graph) and
     forward+backward, with gradients w.r.t. every tensor argument that requires grad (views included); to be
@@ -100,10 +107,6 @@ def autograd_calls(fn, args, device: torch.device, grad_shapes=None) -> dict:
         out = fn(*args)
         return out if isinstance(out, tuple) else (out,)
 
-    def fwd():
-        with torch.no_grad():
-            fn(*args)
-
     kept = outputs()
     shapes = grad_shapes or [o.shape for o in kept]
     grads = [torch.randn(s, device=device).to(o.dtype) for s, o in zip(shapes, kept)]
@@ -111,7 +114,8 @@ def autograd_calls(fn, args, device: torch.device, grad_shapes=None) -> dict:
     def backward(outs):
         torch.autograd.grad(outs, leaves, grads, retain_graph=True)
 
-    return {"fwd": fwd, "bwd": lambda: backward(kept), "fwd+bwd": lambda: backward(outputs())}
+    return {"fwd": functools.partial(forward_only, fn, *args), "bwd": lambda: backward(kept),
+            "fwd+bwd": lambda: backward(outputs())}
 
 
 def time_variants(variants: dict, args, device: torch.device, reps: int, grad_shapes=None) -> dict:

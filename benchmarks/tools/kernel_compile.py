@@ -129,8 +129,7 @@ def compile_cuda(arch: int) -> dict:
                 raise RuntimeError(f"nvcc failed on {source.name}: {done.stderr[-2000:]}")
             for fn, metrics in read_cubin(cubin.read_bytes()).items():
                 short = demangle(fn)
-                out[fn] = {**metrics, "source": source.name, "short": short,
-                           "family": short.split("<")[0].removesuffix("_kernel")}
+                out[fn] = {**metrics, "source": source.name, "short": short}
     return out
 
 

@@ -155,18 +155,21 @@ def cuda_rows(caps: tuple, kernels: dict, arch: int, blocks: int) -> list:
     calls = _per_step(caps, blocks, count)
     rows = []
     for m in kernels.values():
-        for kernel, grid, block, shared in [k for k in calls if k[0] == m["short"]] or [(m["short"], None, 0, 0)]:
-            warps, smem = math.ceil(block / 32), m.get("shared_bytes", 0) + shared
-            res = residency(m["regs"], warps, smem, arch) if block else 0
-            programs = math.prod(grid) if grid else 0
-            rows.append({"backend": "cuda", "op": m["source"].removesuffix(".cu"), "kernel": kernel,
-                         "launches": round(calls.get((kernel, grid, block, shared), 0)), "grid": programs,
-                         "warps": warps, "regs": m["regs"], "spill": m.get("stack_bytes", 0),
-                         "smem": round(smem / 1024, 1), "res/SM": res,
-                         "waves": round(programs / max(res * GPUS[arch]["sms"], 1), 2) if block else 0,
-                         "ldg": _widths(m, "LDG"), "stg": _widths(m, "STG"), "mma": m["wgmma"] + m["mma"],
-                         "async": _async(m)})
+        launched = [(key[1:], n) for key, n in calls.items() if key[0] == m["short"]]
+        for (grid, block, shared), n in launched or [(((0,), 0, 0), 0)]:  # never launched: no geometry
+            rows.append(_cuda_row(m, arch, round(n), grid, block, shared))
     return rows
+
+
+def _cuda_row(m: dict, arch: int, launches: int, grid: tuple, block: int, shared: int) -> dict:
+    """A CUDA table row: the cubin's metrics with residency and waves at one launch geometry (dynamic shared memory
+    included)."""
+    warps, smem, programs = math.ceil(block / 32), m.get("shared_bytes", 0) + shared, math.prod(grid)
+    res = residency(m["regs"], warps, smem, arch) if block else 0
+    return {"backend": "cuda", "op": m["source"].removesuffix(".cu"), "kernel": m["short"], "launches": launches,
+            "grid": programs, "warps": warps, "regs": m["regs"], "spill": m.get("stack_bytes", 0),
+            "smem": round(smem / 1024, 1), "res/SM": res, "waves": round(programs / max(res * GPUS[arch]["sms"], 1), 2),
+            "ldg": _widths(m, "LDG"), "stg": _widths(m, "STG"), "mma": m["wgmma"] + m["mma"], "async": _async(m)}
 
 
 def _traffic_counts(cap: dict) -> dict:
